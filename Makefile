@@ -1,0 +1,80 @@
+# timpush: build, test and run the gateway against Debian 12's nginx.
+#
+#   make run     install what is missing, build, start Redis and nginx with
+#                conf-examples/quickstart.conf, register a demo device
+#   make stop    stop what "make run" started
+#   make test    install what is missing, build, run every suite
+#   make test-valgrind   the same suites with nginx under valgrind
+
+SHELL := /bin/bash
+
+NGX_SRC ?= /usr/share/nginx/src
+NGINX ?= /usr/sbin/nginx
+BUILD := $(CURDIR)/build
+OBJS := $(BUILD)/objs
+MODULE := $(OBJS)/ngx_http_timpush_module.so
+CERTS := $(CURDIR)/t/cert/out
+SOURCES := config $(wildcard ngx_http_timpush_module/*.[ch])
+
+CC_OPT := -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter
+
+DEB_BUILD := nginx nginx-dev gcc make libssl-dev libyajl-dev \
+	libhiredis-dev libnghttp2-dev openssl
+DEB_RUN := redis-server curl
+DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
+	libtest-longstring-perl liblist-moreutils-perl libtext-diff-perl \
+	valgrind
+
+.PHONY: all build deps deps-test certs test test-valgrind run stop clean \
+	static
+
+all: build
+
+build: deps $(MODULE)
+
+deps:
+	@./.ci/deps $(DEB_BUILD) $(DEB_RUN)
+
+deps-test:
+	@./.ci/deps $(DEB_BUILD) $(DEB_RUN) $(DEB_TEST)
+
+$(BUILD)/nginx-src/configure:
+	rm -rf $(BUILD)/nginx-src
+	mkdir -p $(BUILD)
+	cp -a $(NGX_SRC) $(BUILD)/nginx-src
+
+$(OBJS)/Makefile: config $(BUILD)/nginx-src/configure
+	cd $(BUILD)/nginx-src && . ./conf_flags \
+	    && ./configure "$${NGX_CONF_FLAGS[@]}" --builddir=$(OBJS) \
+	        --with-cc-opt="$(CC_OPT)" --add-dynamic-module=$(CURDIR) \
+	        > $(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(OBJS)/Makefile $(SOURCES)
+	$(MAKE) -C $(BUILD)/nginx-src -f $(OBJS)/Makefile modules
+
+# --add-module into a full nginx source tree (NGX_FULL_SRC=/path/to/nginx)
+static: deps
+	@test -n "$(NGX_FULL_SRC)" || { echo "set NGX_FULL_SRC"; exit 1; }
+	cd $(NGX_FULL_SRC) && ./configure --with-http_ssl_module \
+	    --with-http_v2_module --with-cc-opt="$(CC_OPT)" \
+	    --builddir=$(BUILD)/static --add-module=$(CURDIR)
+	$(MAKE) -C $(NGX_FULL_SRC) -f $(BUILD)/static/Makefile
+
+certs:
+	@sh t/cert/make.sh $(CERTS)
+
+test: deps-test build certs
+	@./t/run.sh
+
+test-valgrind: deps-test build certs
+	@TEST_NGINX_USE_VALGRIND=1 ./t/run.sh
+
+run: build certs
+	@./conf-examples/run.sh start
+
+stop:
+	@./conf-examples/run.sh stop
+
+clean:
+	rm -rf $(BUILD) t/servroot* t/cert/out

@@ -1,0 +1,141 @@
+
+/*
+ * Copyright (C) timpush authors
+ */
+
+
+#ifndef _NGX_HTTP_TIMPUSH_H_INCLUDED_
+#define _NGX_HTTP_TIMPUSH_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_TIMPUSH_ENV_SANDBOX      0
+#define NGX_HTTP_TIMPUSH_ENV_PRODUCTION   1
+
+#define NGX_HTTP_TIMPUSH_AUTH_CERTIFICATE 0
+#define NGX_HTTP_TIMPUSH_AUTH_TOKEN       1
+
+#define NGX_HTTP_TIMPUSH_USER_MAX         128
+#define NGX_HTTP_TIMPUSH_TOKEN_MIN        16
+#define NGX_HTTP_TIMPUSH_TOKEN_MAX        200
+#define NGX_HTTP_TIMPUSH_UNREAD_MAX       99999
+
+
+/* one app: a business_id bound to a .p12 certificate or a .p8 token key */
+typedef struct {
+    ngx_uint_t                    id;
+    ngx_uint_t                    env;
+    ngx_uint_t                    auth;
+    ngx_str_t                     topic;
+    ngx_str_t                     file;
+    ngx_str_t                     key_id;
+    ngx_str_t                     team_id;
+    X509                         *cert;
+    STACK_OF(X509)               *chain;
+    EVP_PKEY                     *pkey;
+} ngx_http_timpush_credential_t;
+
+
+typedef struct {
+    ngx_str_t                     name;      /* as configured, for logs */
+    ngx_str_t                     host;      /* numeric address, or path */
+    in_port_t                     port;      /* 0: unix socket */
+    ngx_str_t                     prefix;
+    ngx_msec_t                    timeout;
+    ngx_uint_t                    max_pending;
+} ngx_http_timpush_redis_conf_t;
+
+
+typedef struct {
+    ngx_http_timpush_redis_conf_t  redis;
+    ngx_uint_t                     redis_set;
+    ngx_array_t                    credentials;  /* credential_t * */
+    ngx_uint_t                     devices_per_app;
+    ngx_array_t                    api_locations; /* core loc conf * */
+} ngx_http_timpush_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                     api;
+} ngx_http_timpush_loc_conf_t;
+
+
+/* Redis store: one pipelined hiredis connection per worker (store.c) */
+
+typedef enum {
+    NGX_HTTP_TIMPUSH_SCRIPT_REGISTER = 0,
+    NGX_HTTP_TIMPUSH_SCRIPT_UNREGISTER,
+    NGX_HTTP_TIMPUSH_SCRIPT_LIST,
+    NGX_HTTP_TIMPUSH_SCRIPT_LOGOUT,
+    NGX_HTTP_TIMPUSH_SCRIPT_BACKGROUND,
+    NGX_HTTP_TIMPUSH_SCRIPT_FOREGROUND,
+    NGX_HTTP_TIMPUSH_SCRIPT_LAST
+} ngx_http_timpush_script_e;
+
+typedef struct ngx_http_timpush_store_cmd_s  ngx_http_timpush_store_cmd_t;
+
+/*
+ * Called once per command: with the reply (rc NGX_OK), or with NULL and
+ * NGX_ERROR when Redis failed, the connection was lost or the deadline
+ * passed.  The reply is freed by the store after the call.
+ */
+typedef void (*ngx_http_timpush_store_handler_pt)(void *data,
+    redisReply *reply, ngx_int_t rc);
+
+
+ngx_int_t ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
+    ngx_http_timpush_main_conf_t *tmcf);
+void ngx_http_timpush_store_exit_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_timpush_store_run(ngx_http_timpush_script_e script,
+    ngx_str_t *key, ngx_uint_t nargs, ngx_str_t *args,
+    ngx_http_timpush_store_handler_pt handler, void *data,
+    ngx_http_timpush_store_cmd_t **cmdp);
+void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);
+ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
+    ngx_str_t *key);
+
+
+/* credentials (auth.c) */
+
+char *ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_timpush_credential_t *ngx_http_timpush_credential_find(
+    ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t id);
+
+
+/* JSON (json.c) */
+
+yajl_val ngx_http_timpush_json_parse(ngx_pool_t *pool, u_char *data,
+    size_t len, u_char *err, size_t errlen);
+yajl_gen ngx_http_timpush_json_gen(ngx_pool_t *pool);
+ngx_int_t ngx_http_timpush_json_str(yajl_gen g, ngx_str_t *s);
+ngx_int_t ngx_http_timpush_json_cstr(yajl_gen g, const char *s);
+ngx_int_t ngx_http_timpush_json_key_str(yajl_gen g, const char *key,
+    ngx_str_t *value);
+ngx_int_t ngx_http_timpush_json_key_int(yajl_gen g, const char *key,
+    int64_t value);
+ngx_int_t ngx_http_timpush_json_key_bool(yajl_gen g, const char *key,
+    ngx_uint_t value);
+yajl_val ngx_http_timpush_json_get(yajl_val obj, const char *key);
+
+
+/* REST API (api.c) */
+
+ngx_int_t ngx_http_timpush_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_timpush_api_init(ngx_conf_t *cf);
+
+
+extern ngx_module_t  ngx_http_timpush_module;
+
+
+#endif /* _NGX_HTTP_TIMPUSH_H_INCLUDED_ */

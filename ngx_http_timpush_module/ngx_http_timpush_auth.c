@@ -1,0 +1,626 @@
+
+/*
+ * Copyright (C) timpush authors
+ *
+ * Credentials: .p12 client certificates and .p8 token keys, loaded and
+ * checked when the configuration is read, so that a bad file fails
+ * "nginx -t" instead of the first push.  Secrets never reach a log.
+ */
+
+
+#include "ngx_http_timpush.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+
+typedef struct {
+    ngx_str_t                      certificate;
+    ngx_str_t                      password_file;
+    ngx_str_t                      key;
+    ngx_str_t                      env;
+} ngx_http_timpush_credential_args_t;
+
+
+static char *ngx_http_timpush_credential_parse(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred,
+    ngx_http_timpush_credential_args_t *args);
+static char *ngx_http_timpush_credential_p12(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred, ngx_str_t *password_file);
+static char *ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred);
+static char *ngx_http_timpush_credential_p8(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred);
+static ngx_int_t ngx_http_timpush_read_password(ngx_conf_t *cf,
+    ngx_str_t *file, ngx_str_t *password);
+static ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
+    ngx_str_t *uid);
+static ngx_int_t ngx_http_timpush_check_id(ngx_str_t *s);
+static int ngx_http_timpush_no_password(char *buf, int size, int rwflag,
+    void *u);
+static void ngx_http_timpush_credential_cleanup(void *data);
+
+
+char *
+ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_timpush_main_conf_t *tmcf = conf;
+
+    char                                *rv;
+    ngx_int_t                            id;
+    ngx_str_t                           *value;
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_timpush_credential_t       *cred, **credp;
+    ngx_http_timpush_credential_args_t   args;
+
+    value = cf->args->elts;
+
+    id = ngx_atoi(value[1].data, value[1].len);
+    if (id <= 0 || id > 0xffffffff) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid business_id \"%V\": a positive integer",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_timpush_credential_find(tmcf, (ngx_uint_t) id) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "business_id %i is configured twice", id);
+        return NGX_CONF_ERROR;
+    }
+
+    credp = ngx_array_push(&tmcf->credentials);
+    if (credp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cred = ngx_pcalloc(cf->pool, sizeof(ngx_http_timpush_credential_t));
+    if (cred == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *credp = cred;
+
+    ngx_memzero(&args, sizeof(ngx_http_timpush_credential_args_t));
+
+    cred->id = (ngx_uint_t) id;
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_timpush_credential_cleanup;
+    cln->data = cred;
+
+    rv = ngx_http_timpush_credential_parse(cf, cred, &args);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (args.certificate.len) {
+        cred->auth = NGX_HTTP_TIMPUSH_AUTH_CERTIFICATE;
+        cred->file = args.certificate;
+        rv = ngx_http_timpush_credential_p12(cf, cred, &args.password_file);
+
+    } else {
+        cred->auth = NGX_HTTP_TIMPUSH_AUTH_TOKEN;
+        cred->file = args.key;
+        rv = ngx_http_timpush_credential_p8(cf, cred);
+    }
+
+    ERR_clear_error();
+
+    return rv;
+}
+
+
+static char *
+ngx_http_timpush_credential_parse(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred,
+    ngx_http_timpush_credential_args_t *args)
+{
+    ngx_str_t   *value, *dst, name;
+    ngx_uint_t   i;
+    u_char      *eq;
+
+    value = cf->args->elts;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        eq = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+        if (eq == NULL) {
+            goto invalid;
+        }
+
+        name.data = value[i].data;
+        name.len = eq - value[i].data;
+
+        if (name.len == 11
+            && ngx_strncmp(name.data, "certificate", 11) == 0)
+        {
+            dst = &args->certificate;
+
+        } else if (name.len == 13
+                   && ngx_strncmp(name.data, "password_file", 13) == 0)
+        {
+            dst = &args->password_file;
+
+        } else if (name.len == 3 && ngx_strncmp(name.data, "key", 3) == 0) {
+            dst = &args->key;
+
+        } else if (name.len == 6
+                   && ngx_strncmp(name.data, "key_id", 6) == 0)
+        {
+            dst = &cred->key_id;
+
+        } else if (name.len == 7
+                   && ngx_strncmp(name.data, "team_id", 7) == 0)
+        {
+            dst = &cred->team_id;
+
+        } else if (name.len == 5 && ngx_strncmp(name.data, "topic", 5) == 0) {
+            dst = &cred->topic;
+
+        } else if (name.len == 3 && ngx_strncmp(name.data, "env", 3) == 0) {
+            dst = &args->env;
+
+        } else {
+            goto invalid;
+        }
+
+        dst->data = eq + 1;
+        dst->len = value[i].data + value[i].len - dst->data;
+
+        if (dst->len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "credential %ui: empty \"%V=\"",
+                               cred->id, &name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (args->env.len == 7 && ngx_strncmp(args->env.data, "sandbox", 7) == 0)
+    {
+        cred->env = NGX_HTTP_TIMPUSH_ENV_SANDBOX;
+
+    } else if (args->env.len == 10
+               && ngx_strncmp(args->env.data, "production", 10) == 0)
+    {
+        cred->env = NGX_HTTP_TIMPUSH_ENV_PRODUCTION;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"env=sandbox\" or "
+                           "\"env=production\" is required", cred->id);
+        return NGX_CONF_ERROR;
+    }
+
+    if ((args->certificate.len == 0) == (args->key.len == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: either \"certificate=\" (.p12) "
+                           "or \"key=\" (.p8) is required", cred->id);
+        return NGX_CONF_ERROR;
+    }
+
+    if (args->certificate.len) {
+        if (args->password_file.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "credential %ui: \"password_file=\" is "
+                               "required with \"certificate=\"", cred->id);
+            return NGX_CONF_ERROR;
+        }
+
+        if (cred->key_id.len || cred->team_id.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "credential %ui: \"key_id=\" and "
+                               "\"team_id=\" go with \"key=\"", cred->id);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (args->password_file.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"password_file=\" goes with "
+                           "\"certificate=\"", cred->id);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "credential %ui: invalid parameter \"%V\"",
+                       cred->id, &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_timpush_credential_p12(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred, ngx_str_t *password_file)
+{
+    BIO        *bio;
+    PKCS12     *p12;
+    ngx_str_t   password;
+
+    if (ngx_conf_full_name(cf->cycle, &cred->file, 1) != NGX_OK
+        || ngx_conf_full_name(cf->cycle, password_file, 1) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_timpush_read_password(cf, password_file, &password)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    bio = BIO_new_file((char *) cred->file.data, "rb");
+    if (bio == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "credential %ui: cannot read certificate \"%V\"",
+                           cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    p12 = d2i_PKCS12_bio(bio, NULL);
+    BIO_free(bio);
+
+    if (p12 == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"%V\" is not a PKCS#12 (.p12) "
+                           "file", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (PKCS12_mac_present(p12)
+        && !PKCS12_verify_mac(p12, (char *) password.data, password.len))
+    {
+        PKCS12_free(p12);
+        ngx_explicit_memzero(password.data, password.len);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: wrong password for \"%V\" "
+                           "(from \"%V\")", cred->id, &cred->file,
+                           password_file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!PKCS12_parse(p12, (char *) password.data, &cred->pkey, &cred->cert,
+                      &cred->chain))
+    {
+        PKCS12_free(p12);
+        ngx_explicit_memzero(password.data, password.len);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: cannot decrypt \"%V\" with the "
+                           "password from \"%V\" (legacy encryption or a "
+                           "damaged file)", cred->id, &cred->file,
+                           password_file);
+        return NGX_CONF_ERROR;
+    }
+
+    PKCS12_free(p12);
+    ngx_explicit_memzero(password.data, password.len);
+
+    return ngx_http_timpush_credential_p12_check(cf, cred);
+}
+
+
+static char *
+ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred)
+{
+    ngx_str_t  uid;
+
+    if (cred->cert == NULL || cred->pkey == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"%V\" must hold a certificate "
+                           "and its private key", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!X509_check_private_key(cred->cert, cred->pkey)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: the private key in \"%V\" does "
+                           "not match its certificate", cred->id,
+                           &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (X509_cmp_current_time(X509_get0_notAfter(cred->cert)) <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: the certificate in \"%V\" has "
+                           "expired: renew it in the Apple developer "
+                           "account", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (X509_cmp_current_time(X509_get0_notBefore(cred->cert)) >= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: the certificate in \"%V\" is "
+                           "not valid yet", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cred->topic.len) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_timpush_cert_uid(cf->pool, cred->cert, &uid) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: the certificate in \"%V\" has no "
+                           "UID (bundle id) in its subject: set \"topic=\"",
+                           cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    cred->topic = uid;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_timpush_credential_p8(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred)
+{
+    BIO        *bio;
+    char        group[64];
+    size_t      len;
+    u_char     *p, *last;
+    ngx_str_t   base;
+
+    if (ngx_conf_full_name(cf->cycle, &cred->file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cred->key_id.len == 0) {
+        /* AuthKey_<key id>.p8 is how Apple names the download */
+
+        last = cred->file.data + cred->file.len;
+        p = last;
+
+        while (p > cred->file.data && p[-1] != '/') {
+            p--;
+        }
+
+        base.data = p;
+        base.len = last - p;
+
+        if (base.len > 11 && ngx_strncmp(base.data, "AuthKey_", 8) == 0
+            && ngx_strncmp(last - 3, ".p8", 3) == 0)
+        {
+            cred->key_id.data = base.data + 8;
+            cred->key_id.len = base.len - 11;
+        }
+    }
+
+    if (ngx_http_timpush_check_id(&cred->key_id) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"key_id=\" is required (the "
+                           "10-character key ID, letters and digits) unless "
+                           "the file is named AuthKey_<key id>.p8",
+                           cred->id);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_timpush_check_id(&cred->team_id) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"team_id=\" is required (the "
+                           "10-character team ID, letters and digits)",
+                           cred->id);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cred->topic.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"topic=\" (the app's bundle "
+                           "id) is required with \"key=\"", cred->id);
+        return NGX_CONF_ERROR;
+    }
+
+    bio = BIO_new_file((char *) cred->file.data, "r");
+    if (bio == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "credential %ui: cannot read key \"%V\"",
+                           cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    cred->pkey = PEM_read_bio_PrivateKey(bio, NULL,
+                                         ngx_http_timpush_no_password, NULL);
+    BIO_free(bio);
+
+    if (cred->pkey == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: \"%V\" is not an unencrypted "
+                           "PEM private key (.p8)", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (EVP_PKEY_get_base_id(cred->pkey) != EVP_PKEY_EC
+        || !EVP_PKEY_get_group_name(cred->pkey, group, sizeof(group), &len)
+        || ngx_strcmp(group, "prime256v1") != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "credential %ui: the key in \"%V\" is not a P-256 "
+                           "(ES256) key as APNs requires", cred->id,
+                           &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_read_password(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *password)
+{
+    u_char           *p, *last;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot open password_file \"%V\"", file);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 4096)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is not a small regular "
+                           "file", file);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->temp_pool, 4097);
+    if (p == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_fd(fd, p, 4096);
+    ngx_close_file(fd);
+
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read password_file \"%V\"", file);
+        return NGX_ERROR;
+    }
+
+    /* the first line is the password, as "openssl -passin file:" reads it */
+
+    last = ngx_strlchr(p, p + n, '\n');
+    if (last == NULL) {
+        last = p + n;
+    }
+
+    if (last > p && last[-1] == '\r') {
+        last--;
+    }
+
+    *last = '\0';
+
+    password->data = p;
+    password->len = last - p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert, ngx_str_t *uid)
+{
+    int               i, n;
+    u_char           *utf8;
+    X509_NAME        *name;
+    X509_NAME_ENTRY  *entry;
+
+    name = X509_get_subject_name(cert);
+
+    i = X509_NAME_get_index_by_NID(name, NID_userId, -1);
+    if (i < 0) {
+        return NGX_DECLINED;
+    }
+
+    entry = X509_NAME_get_entry(name, i);
+
+    n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
+    if (n <= 0) {
+        return NGX_DECLINED;
+    }
+
+    uid->data = ngx_pnalloc(pool, n);
+    if (uid->data == NULL) {
+        OPENSSL_free(utf8);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(uid->data, utf8, n);
+    uid->len = n;
+
+    OPENSSL_free(utf8);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_check_id(ngx_str_t *s)
+{
+    u_char  c;
+    size_t  i;
+
+    if (s->len == 0 || s->len > 32) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < s->len; i++) {
+        c = s->data[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')
+              || (c >= 'a' && c <= 'z')))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* an encrypted key must fail, not prompt on the terminal */
+
+static int
+ngx_http_timpush_no_password(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
+}
+
+
+static void
+ngx_http_timpush_credential_cleanup(void *data)
+{
+    ngx_http_timpush_credential_t  *cred = data;
+
+    if (cred->pkey) {
+        EVP_PKEY_free(cred->pkey);
+    }
+
+    if (cred->cert) {
+        X509_free(cred->cert);
+    }
+
+    if (cred->chain) {
+        sk_X509_pop_free(cred->chain, X509_free);
+    }
+}
+
+
+ngx_http_timpush_credential_t *
+ngx_http_timpush_credential_find(ngx_http_timpush_main_conf_t *tmcf,
+    ngx_uint_t id)
+{
+    ngx_uint_t                       i;
+    ngx_http_timpush_credential_t  **cred;
+
+    cred = tmcf->credentials.elts;
+
+    for (i = 0; i < tmcf->credentials.nelts; i++) {
+        if (cred[i]->id == id) {
+            return cred[i];
+        }
+    }
+
+    return NULL;
+}

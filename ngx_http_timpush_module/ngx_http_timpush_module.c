@@ -1,0 +1,409 @@
+
+/*
+ * Copyright (C) timpush authors
+ *
+ * The module: directives, configuration, worker start and exit.
+ */
+
+
+#include "ngx_http_timpush.h"
+
+
+#define NGX_HTTP_TIMPUSH_BODY_MEM_MAX  (64 * 1024 * 1024)
+
+
+static void *ngx_http_timpush_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_timpush_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_timpush_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_timpush_postconfiguration(ngx_conf_t *cf);
+static char *ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_timpush_redis_address(ngx_conf_t *cf,
+    ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value);
+static char *ngx_http_timpush_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_timpush_init_process(ngx_cycle_t *cycle);
+static void ngx_http_timpush_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_http_timpush_devices_bounds = {
+    ngx_conf_check_num_bounds, 1, 100
+};
+
+
+static ngx_command_t  ngx_http_timpush_commands[] = {
+
+    { ngx_string("timpush_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_timpush_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("timpush_credential"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_timpush_credential,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("timpush_devices_per_app"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, devices_per_app),
+      &ngx_http_timpush_devices_bounds },
+
+    { ngx_string("timpush_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_timpush_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_timpush_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_timpush_postconfiguration,    /* postconfiguration */
+
+    ngx_http_timpush_create_main_conf,     /* create main configuration */
+    ngx_http_timpush_init_main_conf,       /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_timpush_create_loc_conf,      /* create location configuration */
+    ngx_http_timpush_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_timpush_module = {
+    NGX_MODULE_V1,
+    &ngx_http_timpush_module_ctx,          /* module context */
+    ngx_http_timpush_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_timpush_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_timpush_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_timpush_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_timpush_main_conf_t  *tmcf;
+
+    tmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_timpush_main_conf_t));
+    if (tmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&tmcf->credentials, cf->pool, 4, sizeof(void *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&tmcf->api_locations, cf->pool, 2, sizeof(void *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    tmcf->devices_per_app = NGX_CONF_UNSET_UINT;
+
+    return tmcf;
+}
+
+
+static char *
+ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_timpush_main_conf_t *tmcf = conf;
+
+    ngx_conf_init_uint_value(tmcf->devices_per_app, 1);
+
+    if (tmcf->api_locations.nelts && !tmcf->redis_set) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"timpush_api\" needs \"timpush_redis\" in the "
+                      "http block: devices are kept in Redis");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_timpush_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_timpush_loc_conf_t  *tlcf;
+
+    tlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_timpush_loc_conf_t));
+    if (tlcf == NULL) {
+        return NULL;
+    }
+
+    tlcf->api = NGX_CONF_UNSET;
+
+    return tlcf;
+}
+
+
+static char *
+ngx_http_timpush_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_timpush_loc_conf_t *prev = parent;
+    ngx_http_timpush_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->api, prev->api, 0);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * API bodies are parsed in memory: reading a temporary file would block
+ * the event loop, so the body buffer of an API location is raised to its
+ * client_max_body_size (the memory is only taken by bodies that big).
+ */
+
+static ngx_int_t
+ngx_http_timpush_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                     i;
+    ngx_http_core_loc_conf_t     **clcfp, *clcf;
+    ngx_http_timpush_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_timpush_module);
+
+    clcfp = tmcf->api_locations.elts;
+
+    for (i = 0; i < tmcf->api_locations.nelts; i++) {
+        clcf = clcfp[i];
+
+        if (clcf->client_max_body_size == 0
+            || clcf->client_max_body_size > NGX_HTTP_TIMPUSH_BODY_MEM_MAX)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"timpush_api\" in location \"%V\" needs "
+                          "client_max_body_size between 1 and 64m, "
+                          "bodies are kept in memory", &clcf->name);
+            return NGX_ERROR;
+        }
+
+        if (clcf->client_body_buffer_size
+            < (size_t) clcf->client_max_body_size)
+        {
+            clcf->client_body_buffer_size = clcf->client_max_body_size;
+        }
+
+        clcf->client_body_in_single_buffer = 1;
+    }
+
+    return ngx_http_timpush_api_init(cf);
+}
+
+
+static char *
+ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_timpush_main_conf_t *tmcf = conf;
+
+    u_char                         *p;
+    ngx_str_t                      *value, s;
+    ngx_uint_t                      i;
+    ngx_http_timpush_redis_conf_t  *rc;
+
+    if (tmcf->redis_set) {
+        return "is duplicate";
+    }
+
+    rc = &tmcf->redis;
+    value = cf->args->elts;
+
+    if (ngx_http_timpush_redis_address(cf, rc, &value[1]) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&rc->prefix, "timpush");
+    rc->timeout = 2000;
+    rc->max_pending = 65536;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            if (s.len == 0 || s.len > 64) {
+                return "has an invalid \"prefix=\": 1 to 64 characters";
+            }
+
+            for (p = s.data; p < s.data + s.len; p++) {
+                if (*p <= ' ' || *p == '{' || *p == '}' || *p == 0x7f) {
+                    return "has an invalid \"prefix=\": no spaces, control "
+                           "characters or braces (braces make hash tags)";
+                }
+            }
+
+            rc->prefix = s;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            rc->timeout = ngx_parse_time(&s, 0);
+            if (rc->timeout == (ngx_msec_t) NGX_ERROR || rc->timeout == 0) {
+                return "has an invalid \"timeout=\"";
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->redis_set = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* numeric addresses and unix sockets only: no DNS on the event loop */
+
+static char *
+ngx_http_timpush_redis_address(ngx_conf_t *cf,
+    ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value)
+{
+    u_char     *host;
+    ngx_url_t   u;
+
+    rc->name = *value;
+
+    if (value->len > 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
+        rc->host.len = value->len - 5;
+        rc->host.data = ngx_pnalloc(cf->pool, rc->host.len + 1);
+        if (rc->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(rc->host.data, value->data + 5, rc->host.len + 1);
+        rc->port = 0;
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+    u.default_port = 6379;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Redis address \"%V\": %s",
+                           value, u.err ? u.err : "unknown error");
+        return NGX_CONF_ERROR;
+    }
+
+    host = u.host.data;
+    rc->host.len = u.host.len;
+
+    if (rc->host.len > 2 && host[0] == '[') {
+        host++;
+        rc->host.len -= 2;
+    }
+
+    rc->host.data = ngx_pnalloc(cf->pool, rc->host.len + 1);
+    if (rc->host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(rc->host.data, host, rc->host.len + 1);
+
+    if (ngx_inet_addr(rc->host.data, rc->host.len) == INADDR_NONE
+#if (NGX_HAVE_INET6)
+        && ngx_inet6_addr(rc->host.data, rc->host.len, NULL) != NGX_OK
+#endif
+       )
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "Redis address \"%V\" must be a numeric IP "
+                           "address or \"unix:/path\": names would need DNS "
+                           "on the event loop", value);
+        return NGX_CONF_ERROR;
+    }
+
+    rc->port = u.port;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_timpush_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_timpush_loc_conf_t *tlcf = conf;
+
+    void                          **p;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_timpush_main_conf_t   *tmcf;
+
+    if (tlcf->api != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    tlcf->api = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_timpush_api_handler;
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_timpush_module);
+
+    p = ngx_array_push(&tmcf->api_locations);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *p = clcf;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_timpush_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_timpush_module);
+
+    if (tmcf == NULL || !tmcf->redis_set) {
+        return NGX_OK;
+    }
+
+    return ngx_http_timpush_store_init_process(cycle, tmcf);
+}
+
+
+static void
+ngx_http_timpush_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_timpush_store_exit_process(cycle);
+}

@@ -1,0 +1,777 @@
+
+/*
+ * Copyright (C) timpush authors
+ *
+ * The Redis store: one pipelined hiredis async connection per worker,
+ * driven by nginx events (level-triggered: hiredis reads and writes once
+ * per call and expects to be called again while the socket is ready).
+ * Every command has a deadline on an nginx timer; a reply that comes after
+ * it is dropped.  The connection is re-made with backoff when it fails.
+ *
+ * All of a user's data is one hash, "<prefix>:u:{<user>}", changed by one
+ * Lua script per operation (EVALSHA, with EVAL when Redis has forgotten
+ * the script): atomic, one round trip, and valid on Redis Cluster.
+ */
+
+
+#include "ngx_http_timpush.h"
+
+#include <hiredis/async.h>
+#include <openssl/sha.h>
+
+
+#define NGX_HTTP_TIMPUSH_BACKOFF_MIN  100
+#define NGX_HTTP_TIMPUSH_BACKOFF_MAX  3000
+
+
+struct ngx_http_timpush_store_cmd_s {
+    ngx_event_t                          deadline;
+    ngx_http_timpush_store_handler_pt    handler;
+    void                                *data;
+    ngx_msec_t                           sent;
+    ngx_http_timpush_script_e            script;
+    int                                  argc;
+    const char                         **argv;
+    size_t                              *argvlen;
+    unsigned                             answered:1;
+};
+
+
+typedef struct {
+    redisAsyncContext                   *ac;
+    ngx_connection_t                    *conn;
+    ngx_http_timpush_redis_conf_t       *conf;
+    ngx_log_t                           *log;
+    ngx_event_t                          reconnect;
+    ngx_msec_t                           backoff;
+    ngx_msec_t                           last_reply;
+    ngx_uint_t                           pending;
+    ngx_uint_t                           connected;
+    ngx_uint_t                           exiting;
+    u_char                               sha[NGX_HTTP_TIMPUSH_SCRIPT_LAST]
+                                             [SHA_DIGEST_LENGTH * 2];
+} ngx_http_timpush_store_t;
+
+
+static void ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st);
+static void ngx_http_timpush_store_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_timpush_store_schedule(ngx_http_timpush_store_t *st);
+static void ngx_http_timpush_store_on_connect(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
+    int status);
+static ngx_int_t ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
+    redisAsyncContext *ac);
+static void ngx_http_timpush_store_read_handler(ngx_event_t *ev);
+static void ngx_http_timpush_store_write_handler(ngx_event_t *ev);
+static void ngx_http_timpush_store_add_read(void *data);
+static void ngx_http_timpush_store_del_read(void *data);
+static void ngx_http_timpush_store_add_write(void *data);
+static void ngx_http_timpush_store_del_write(void *data);
+static void ngx_http_timpush_store_cleanup(void *data);
+static ngx_int_t ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_uint_t eval);
+static void ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_timpush_store_deadline_handler(ngx_event_t *ev);
+static void ngx_http_timpush_store_answer(ngx_http_timpush_store_cmd_t *cmd,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_timpush_store_free_cmd(
+    ngx_http_timpush_store_cmd_t *cmd);
+
+
+static ngx_http_timpush_store_t  *ngx_http_timpush_store;
+
+
+/*
+ * The hash of a user: t:<token> = business_id, r:<token> = registration
+ * time (ms), b:<token> = badge, f:<token> = 1 while in the foreground.
+ */
+
+static ngx_str_t  ngx_http_timpush_scripts[] = {
+
+    /* REGISTER token business_id now_ms max_per_app -> {kicked tokens} */
+    ngx_string(
+    "local k, tok, biz = KEYS[1], ARGV[1], ARGV[2]\n"
+    "local max = tonumber(ARGV[4])\n"
+    "if redis.call('HEXISTS', k, 't:' .. tok) == 0 then\n"
+    "  redis.call('HSET', k, 'b:' .. tok, 0)\n"
+    "end\n"
+    "redis.call('HSET', k, 't:' .. tok, biz, 'r:' .. tok, ARGV[3])\n"
+    "local all = redis.call('HGETALL', k)\n"
+    "local reg, same = {}, {}\n"
+    "for i = 1, #all, 2 do\n"
+    "  local f = all[i]\n"
+    "  if string.sub(f, 1, 2) == 'r:' then\n"
+    "    reg[string.sub(f, 3)] = tonumber(all[i + 1]) or 0\n"
+    "  elseif string.sub(f, 1, 2) == 't:' and all[i + 1] == biz\n"
+    "         and string.sub(f, 3) ~= tok then\n"
+    "    same[#same + 1] = string.sub(f, 3)\n"
+    "  end\n"
+    "end\n"
+    "local kicked = {}\n"
+    "if #same + 1 > max then\n"
+    "  table.sort(same, function(a, b)\n"
+    "    if reg[a] ~= reg[b] then return (reg[a] or 0) < (reg[b] or 0) end\n"
+    "    return a < b\n"
+    "  end)\n"
+    "  for i = 1, #same + 1 - max do\n"
+    "    local t = same[i]\n"
+    "    redis.call('HDEL', k, 't:' .. t, 'r:' .. t, 'b:' .. t, 'f:' .. t)\n"
+    "    kicked[#kicked + 1] = t\n"
+    "  end\n"
+    "end\n"
+    "return kicked\n"),
+
+    /* UNREGISTER token -> 1 | 0 */
+    ngx_string(
+    "local t = ARGV[1]\n"
+    "if redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
+    "              'f:' .. t) > 0 then\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n"),
+
+    /* LIST -> the whole hash */
+    ngx_string(
+    "return redis.call('HGETALL', KEYS[1])\n"),
+
+    /* LOGOUT [token] -> number of devices removed */
+    ngx_string(
+    "local t = ARGV[1]\n"
+    "if t ~= '' then\n"
+    "  if redis.call('HEXISTS', KEYS[1], 't:' .. t) == 0 then\n"
+    "    return 0\n"
+    "  end\n"
+    "  redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
+    "             'f:' .. t)\n"
+    "  return 1\n"
+    "end\n"
+    "local n = 0\n"
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  if string.sub(f, 1, 2) == 't:' then n = n + 1 end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n"),
+
+    /* BACKGROUND token unread -> 1 | 0 (no such device) */
+    ngx_string(
+    "local t = ARGV[1]\n"
+    "if redis.call('HEXISTS', KEYS[1], 't:' .. t) == 0 then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'b:' .. t, ARGV[2])\n"
+    "redis.call('HDEL', KEYS[1], 'f:' .. t)\n"
+    "return 1\n"),
+
+    /* FOREGROUND token -> 1 | 0 (no such device) */
+    ngx_string(
+    "local t = ARGV[1]\n"
+    "if redis.call('HEXISTS', KEYS[1], 't:' .. t) == 0 then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'f:' .. t, 1)\n"
+    "return 1\n")
+};
+
+
+ngx_int_t
+ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
+    ngx_http_timpush_main_conf_t *tmcf)
+{
+    ngx_uint_t                 i;
+    u_char                     digest[SHA_DIGEST_LENGTH];
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_pcalloc(cycle->pool, sizeof(ngx_http_timpush_store_t));
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->conf = &tmcf->redis;
+    st->log = cycle->log;
+    st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
+
+    for (i = 0; i < NGX_HTTP_TIMPUSH_SCRIPT_LAST; i++) {
+        SHA1(ngx_http_timpush_scripts[i].data,
+             ngx_http_timpush_scripts[i].len, digest);
+        ngx_hex_dump(st->sha[i], digest, SHA_DIGEST_LENGTH);
+    }
+
+    st->reconnect.handler = ngx_http_timpush_store_reconnect_handler;
+    st->reconnect.data = st;
+    st->reconnect.log = cycle->log;
+    st->reconnect.cancelable = 1;
+
+    ngx_http_timpush_store = st;
+
+    ngx_http_timpush_store_connect(st);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_timpush_store_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+    if (st == NULL) {
+        return;
+    }
+
+    st->exiting = 1;
+
+    if (st->reconnect.timer_set) {
+        ngx_del_timer(&st->reconnect);
+    }
+
+    if (st->ac) {
+        /* answers the commands still waiting with NULL, then cleans up */
+        redisAsyncFree(st->ac);
+        st->ac = NULL;
+    }
+
+    ngx_http_timpush_store = NULL;
+}
+
+
+static void
+ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st)
+{
+    redisAsyncContext              *ac;
+    ngx_http_timpush_redis_conf_t  *rc;
+
+    rc = st->conf;
+
+    if (rc->port) {
+        ac = redisAsyncConnect((char *) rc->host.data, rc->port);
+
+    } else {
+        ac = redisAsyncConnectUnix((char *) rc->host.data);
+    }
+
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: out of memory", &rc->name);
+        ngx_http_timpush_store_schedule(st);
+        return;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: connect failed: %s",
+                      &rc->name, ac->errstr);
+        redisAsyncFree(ac);
+        ngx_http_timpush_store_schedule(st);
+        return;
+    }
+
+    if (ngx_http_timpush_store_attach(st, ac) != NGX_OK) {
+        redisAsyncFree(ac);
+        ngx_http_timpush_store_schedule(st);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, st->log, 0,
+                   "timpush: Redis %V: connecting", &rc->name);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
+    redisAsyncContext *ac)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(ac->c.fd, st->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = st;
+    c->read->handler = ngx_http_timpush_store_read_handler;
+    c->write->handler = ngx_http_timpush_store_write_handler;
+    c->read->log = st->log;
+    c->write->log = st->log;
+
+    st->ac = ac;
+    st->conn = c;
+    st->connected = 0;
+    st->last_reply = ngx_current_msec;
+
+    ac->data = st;
+    ac->ev.data = st;
+    ac->ev.addRead = ngx_http_timpush_store_add_read;
+    ac->ev.delRead = ngx_http_timpush_store_del_read;
+    ac->ev.addWrite = ngx_http_timpush_store_add_write;
+    ac->ev.delWrite = ngx_http_timpush_store_del_write;
+    ac->ev.cleanup = ngx_http_timpush_store_cleanup;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_timpush_store_on_connect);
+    redisAsyncSetDisconnectCallback(ac, ngx_http_timpush_store_on_disconnect);
+
+    /* the connect completes on the first write event */
+    ngx_http_timpush_store_add_write(st);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_timpush_store_schedule(ngx_http_timpush_store_t *st)
+{
+    if (st->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (!st->reconnect.timer_set) {
+        ngx_add_timer(&st->reconnect, st->backoff);
+    }
+
+    st->backoff = ngx_min(st->backoff * 2, NGX_HTTP_TIMPUSH_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_timpush_store_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_http_timpush_store_t  *st = ev->data;
+
+    if (st->ac == NULL) {
+        ngx_http_timpush_store_connect(st);
+    }
+}
+
+
+static void
+ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
+{
+    ngx_http_timpush_store_t  *st = ac->data;
+
+    if (status != REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: connect failed: %s",
+                      &st->conf->name, ac->errstr);
+
+        /* hiredis frees the context after this callback */
+        st->ac = NULL;
+        ngx_http_timpush_store_schedule(st);
+        return;
+    }
+
+    if (st->backoff > NGX_HTTP_TIMPUSH_BACKOFF_MIN * 2) {
+        ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
+                      "timpush: Redis %V: connected", &st->conf->name);
+    }
+
+    st->connected = 1;
+    st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
+    st->last_reply = ngx_current_msec;
+}
+
+
+static void
+ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
+    int status)
+{
+    ngx_http_timpush_store_t  *st = ac->data;
+
+    if (status != REDIS_OK && !st->exiting) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: connection lost: %s",
+                      &st->conf->name, ac->errstr ? ac->errstr : "closed");
+    }
+
+    st->ac = NULL;
+    st->connected = 0;
+    ngx_http_timpush_store_schedule(st);
+}
+
+
+static void
+ngx_http_timpush_store_read_handler(ngx_event_t *ev)
+{
+    ngx_connection_t          *c = ev->data;
+    ngx_http_timpush_store_t  *st = c->data;
+
+    /* hiredis may free the context (and this connection) in there */
+    redisAsyncHandleRead(st->ac);
+}
+
+
+static void
+ngx_http_timpush_store_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t          *c = ev->data;
+    ngx_http_timpush_store_t  *st = c->data;
+
+    redisAsyncHandleWrite(st->ac);
+}
+
+
+static void
+ngx_http_timpush_store_add_read(void *data)
+{
+    ngx_http_timpush_store_t *st = data;
+
+    if (!st->conn->read->active) {
+        if (ngx_add_event(st->conn->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, st->log, 0,
+                          "timpush: Redis: cannot add read event");
+        }
+    }
+}
+
+
+static void
+ngx_http_timpush_store_del_read(void *data)
+{
+    ngx_http_timpush_store_t *st = data;
+
+    if (st->conn->read->active) {
+        ngx_del_event(st->conn->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_timpush_store_add_write(void *data)
+{
+    ngx_http_timpush_store_t *st = data;
+
+    if (!st->conn->write->active) {
+        if (ngx_add_event(st->conn->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, st->log, 0,
+                          "timpush: Redis: cannot add write event");
+        }
+    }
+}
+
+
+static void
+ngx_http_timpush_store_del_write(void *data)
+{
+    ngx_http_timpush_store_t *st = data;
+
+    if (st->conn->write->active) {
+        ngx_del_event(st->conn->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis closes the socket itself: only the nginx side is released */
+
+static void
+ngx_http_timpush_store_cleanup(void *data)
+{
+    ngx_http_timpush_store_t *st = data;
+
+    ngx_connection_t  *c;
+
+    c = st->conn;
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+
+    st->conn = NULL;
+}
+
+
+ngx_int_t
+ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user, ngx_str_t *key)
+{
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->len = st->conf->prefix.len + sizeof(":u:{}") - 1 + user->len;
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(key->data, "%V:u:{%V}", &st->conf->prefix, user);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Queues a script.  NGX_OK: the handler will be called once, later.
+ * NGX_DECLINED: Redis is not connected; NGX_BUSY: too many commands are
+ * waiting already; NGX_ERROR: out of memory.  The handler is not called
+ * in those cases.
+ */
+
+ngx_int_t
+ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *key,
+    ngx_uint_t nargs, ngx_str_t *args,
+    ngx_http_timpush_store_handler_pt handler, void *data,
+    ngx_http_timpush_store_cmd_t **cmdp)
+{
+    u_char                        *p;
+    size_t                         size;
+    ngx_uint_t                     i, argc;
+    ngx_http_timpush_store_t      *st;
+    ngx_http_timpush_store_cmd_t  *cmd;
+
+    st = ngx_http_timpush_store;
+
+    if (st == NULL || st->ac == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (st->pending >= st->conf->max_pending) {
+        return NGX_BUSY;
+    }
+
+    /* EVALSHA|EVAL sha|script 1 key args... */
+    argc = 4 + nargs;
+
+    size = sizeof(ngx_http_timpush_store_cmd_t)
+           + argc * (sizeof(char *) + sizeof(size_t)) + key->len + 1;
+
+    for (i = 0; i < nargs; i++) {
+        size += args[i].len + 1;
+    }
+
+    cmd = ngx_alloc(size, st->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_timpush_store_cmd_t));
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->script = script;
+    cmd->argc = argc;
+    cmd->argv = (const char **) (cmd + 1);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+
+    p = (u_char *) (cmd->argvlen + argc);
+
+    cmd->argv[2] = "1";
+    cmd->argvlen[2] = 1;
+
+    cmd->argv[3] = (char *) p;
+    cmd->argvlen[3] = key->len;
+    p = ngx_cpymem(p, key->data, key->len);
+    *p++ = '\0';
+
+    for (i = 0; i < nargs; i++) {
+        cmd->argv[4 + i] = (char *) p;
+        cmd->argvlen[4 + i] = args[i].len;
+        p = ngx_cpymem(p, args[i].data, args[i].len);
+        *p++ = '\0';
+    }
+
+    cmd->deadline.handler = ngx_http_timpush_store_deadline_handler;
+    cmd->deadline.data = cmd;
+    cmd->deadline.log = st->log;
+
+    if (ngx_http_timpush_store_send(st, cmd, 0) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(&cmd->deadline, st->conf->timeout);
+
+    if (cmdp) {
+        *cmdp = cmd;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_uint_t eval)
+{
+    ngx_str_t  *script;
+
+    if (eval) {
+        script = &ngx_http_timpush_scripts[cmd->script];
+        cmd->argv[0] = "EVAL";
+        cmd->argvlen[0] = 4;
+        cmd->argv[1] = (char *) script->data;
+        cmd->argvlen[1] = script->len;
+
+    } else {
+        cmd->argv[0] = "EVALSHA";
+        cmd->argvlen[0] = 7;
+        cmd->argv[1] = (char *) st->sha[cmd->script];
+        cmd->argvlen[1] = SHA_DIGEST_LENGTH * 2;
+    }
+
+    if (redisAsyncCommandArgv(st->ac, ngx_http_timpush_store_reply, cmd,
+                              cmd->argc, cmd->argv, cmd->argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cmd->sent = ngx_current_msec;
+    st->pending++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply                    *reply = r;
+    ngx_http_timpush_store_cmd_t  *cmd = privdata;
+
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+    st->pending--;
+
+    if (reply == NULL || st->exiting) {
+        ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
+        ngx_http_timpush_store_free_cmd(cmd);
+        return;
+    }
+
+    st->last_reply = ngx_current_msec;
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && reply->len > 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+        && !cmd->answered && st->ac && !(ac->c.flags & REDIS_DISCONNECTING))
+    {
+        if (ngx_http_timpush_store_send(st, cmd, 1) == NGX_OK) {
+            return;
+        }
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: %*s", &st->conf->name,
+                      (size_t) reply->len, reply->str);
+        ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
+
+    } else {
+        ngx_http_timpush_store_answer(cmd, reply, NGX_OK);
+    }
+
+    ngx_http_timpush_store_free_cmd(cmd);
+}
+
+
+/*
+ * The reply is late: the caller gets an error now and the reply, if it
+ * ever comes, is dropped.  A connection that has answered nothing for a
+ * whole timeout is taken as dead and re-made.
+ */
+
+static void
+ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
+{
+    ngx_http_timpush_store_cmd_t  *cmd = ev->data;
+
+    redisAsyncContext         *ac;
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+
+    ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                  "timpush: Redis %V: no reply within %M ms",
+                  &st->conf->name, st->conf->timeout);
+
+    ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
+
+    ac = st->ac;
+
+    if (ac && ngx_current_msec - st->last_reply >= st->conf->timeout) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: not answering, reconnecting",
+                      &st->conf->name);
+
+        /*
+         * This calls back every waiting command, this one included, and
+         * the disconnect callback only if the connection was established.
+         */
+        redisAsyncFree(ac);
+
+        if (st->ac == ac) {
+            st->ac = NULL;
+            st->connected = 0;
+            ngx_http_timpush_store_schedule(st);
+        }
+    }
+}
+
+
+static void
+ngx_http_timpush_store_answer(ngx_http_timpush_store_cmd_t *cmd,
+    redisReply *reply, ngx_int_t rc)
+{
+    if (cmd->answered) {
+        return;
+    }
+
+    cmd->answered = 1;
+
+    if (cmd->deadline.timer_set) {
+        ngx_del_timer(&cmd->deadline);
+    }
+
+    if (cmd->handler && !ngx_http_timpush_store->exiting) {
+        cmd->handler(cmd->data, reply, rc);
+    }
+}
+
+
+static void
+ngx_http_timpush_store_free_cmd(ngx_http_timpush_store_cmd_t *cmd)
+{
+    if (cmd->deadline.timer_set) {
+        ngx_del_timer(&cmd->deadline);
+    }
+
+    ngx_free(cmd);
+}
+
+
+/* the caller is gone: its handler must not be called any more */
+
+void
+ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd)
+{
+    cmd->handler = NULL;
+
+    if (cmd->deadline.timer_set) {
+        ngx_del_timer(&cmd->deadline);
+    }
+}
