@@ -59,14 +59,16 @@ ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     id = ngx_atoi(value[1].data, value[1].len);
     if (id <= 0 || id > 0xffffffff) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid business_id \"%V\": a positive integer",
+                           "timpush_credential: invalid business_id \"%V\": a "
+                           "positive integer",
                            &value[1]);
         return NGX_CONF_ERROR;
     }
 
     if (ngx_http_timpush_credential_find(tmcf, (ngx_uint_t) id) != NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "business_id %i is configured twice", id);
+                           "timpush_credential: business_id %i is configured "
+                           "twice", id);
         return NGX_CONF_ERROR;
     }
 
@@ -175,7 +177,7 @@ ngx_http_timpush_credential_parse(ngx_conf_t *cf,
 
         if (dst->len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "credential %ui: empty \"%V=\"",
+                               "timpush_credential %ui: empty \"%V=\"",
                                cred->id, &name);
             return NGX_CONF_ERROR;
         }
@@ -192,14 +194,15 @@ ngx_http_timpush_credential_parse(ngx_conf_t *cf,
 
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"env=sandbox\" or "
+                           "timpush_credential %ui: \"env=sandbox\" or "
                            "\"env=production\" is required", cred->id);
         return NGX_CONF_ERROR;
     }
 
     if ((args->certificate.len == 0) == (args->key.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: either \"certificate=\" (.p12) "
+                           "timpush_credential %ui: either \"certificate=\" "
+                           "(.p12) "
                            "or \"key=\" (.p8) is required", cred->id);
         return NGX_CONF_ERROR;
     }
@@ -207,14 +210,14 @@ ngx_http_timpush_credential_parse(ngx_conf_t *cf,
     if (args->certificate.len) {
         if (args->password_file.len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "credential %ui: \"password_file=\" is "
+                               "timpush_credential %ui: \"password_file=\" is "
                                "required with \"certificate=\"", cred->id);
             return NGX_CONF_ERROR;
         }
 
         if (cred->key_id.len || cred->team_id.len) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "credential %ui: \"key_id=\" and "
+                               "timpush_credential %ui: \"key_id=\" and "
                                "\"team_id=\" go with \"key=\"", cred->id);
             return NGX_CONF_ERROR;
         }
@@ -224,7 +227,8 @@ ngx_http_timpush_credential_parse(ngx_conf_t *cf,
 
     if (args->password_file.len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"password_file=\" goes with "
+                           "timpush_credential %ui: \"password_file=\" goes "
+                           "with "
                            "\"certificate=\"", cred->id);
         return NGX_CONF_ERROR;
     }
@@ -234,7 +238,7 @@ ngx_http_timpush_credential_parse(ngx_conf_t *cf,
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "credential %ui: invalid parameter \"%V\"",
+                       "timpush_credential %ui: invalid parameter \"%V\"",
                        cred->id, &value[i]);
     return NGX_CONF_ERROR;
 }
@@ -263,7 +267,8 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
     bio = BIO_new_file((char *) cred->file.data, "rb");
     if (bio == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "credential %ui: cannot read certificate \"%V\"",
+                           "timpush_credential %ui: cannot read certificate "
+                           "\"%V\"",
                            cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
@@ -273,7 +278,8 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
 
     if (p12 == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"%V\" is not a PKCS#12 (.p12) "
+                           "timpush_credential %ui: \"%V\" is not a PKCS#12 "
+                           "(.p12) "
                            "file", cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
@@ -284,7 +290,7 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
         PKCS12_free(p12);
         ngx_explicit_memzero(password.data, password.len);
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: wrong password for \"%V\" "
+                           "timpush_credential %ui: wrong password for \"%V\" "
                            "(from \"%V\")", cred->id, &cred->file,
                            password_file);
         return NGX_CONF_ERROR;
@@ -296,7 +302,8 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
         PKCS12_free(p12);
         ngx_explicit_memzero(password.data, password.len);
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: cannot decrypt \"%V\" with the "
+                           "timpush_credential %ui: cannot decrypt \"%V\" "
+                           "with the "
                            "password from \"%V\" (legacy encryption or a "
                            "damaged file)", cred->id, &cred->file,
                            password_file);
@@ -318,14 +325,16 @@ ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
 
     if (cred->cert == NULL || cred->pkey == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"%V\" must hold a certificate "
+                           "timpush_credential %ui: \"%V\" must hold a "
+                           "certificate "
                            "and its private key", cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
 
     if (!X509_check_private_key(cred->cert, cred->pkey)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: the private key in \"%V\" does "
+                           "timpush_credential %ui: the private key in \"%V\" "
+                           "does "
                            "not match its certificate", cred->id,
                            &cred->file);
         return NGX_CONF_ERROR;
@@ -333,7 +342,8 @@ ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
 
     if (X509_cmp_current_time(X509_get0_notAfter(cred->cert)) <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: the certificate in \"%V\" has "
+                           "timpush_credential %ui: the certificate in \"%V\" "
+                           "has "
                            "expired: renew it in the Apple developer "
                            "account", cred->id, &cred->file);
         return NGX_CONF_ERROR;
@@ -341,7 +351,8 @@ ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
 
     if (X509_cmp_current_time(X509_get0_notBefore(cred->cert)) >= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: the certificate in \"%V\" is "
+                           "timpush_credential %ui: the certificate in \"%V\" "
+                           "is "
                            "not valid yet", cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
@@ -352,7 +363,8 @@ ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
 
     if (ngx_http_timpush_cert_uid(cf->pool, cred->cert, &uid) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: the certificate in \"%V\" has no "
+                           "timpush_credential %ui: the certificate in \"%V\" "
+                           "has no "
                            "UID (bundle id) in its subject: set \"topic=\"",
                            cred->id, &cred->file);
         return NGX_CONF_ERROR;
@@ -401,7 +413,8 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
 
     if (ngx_http_timpush_check_id(&cred->key_id) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"key_id=\" is required (the "
+                           "timpush_credential %ui: \"key_id=\" is required "
+                           "(the "
                            "10-character key ID, letters and digits) unless "
                            "the file is named AuthKey_<key id>.p8",
                            cred->id);
@@ -410,7 +423,8 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
 
     if (ngx_http_timpush_check_id(&cred->team_id) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"team_id=\" is required (the "
+                           "timpush_credential %ui: \"team_id=\" is required "
+                           "(the "
                            "10-character team ID, letters and digits)",
                            cred->id);
         return NGX_CONF_ERROR;
@@ -418,7 +432,8 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
 
     if (cred->topic.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"topic=\" (the app's bundle "
+                           "timpush_credential %ui: \"topic=\" (the app's "
+                           "bundle "
                            "id) is required with \"key=\"", cred->id);
         return NGX_CONF_ERROR;
     }
@@ -426,7 +441,7 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     bio = BIO_new_file((char *) cred->file.data, "r");
     if (bio == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "credential %ui: cannot read key \"%V\"",
+                           "timpush_credential %ui: cannot read key \"%V\"",
                            cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
@@ -437,7 +452,8 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
 
     if (cred->pkey == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: \"%V\" is not an unencrypted "
+                           "timpush_credential %ui: \"%V\" is not an "
+                           "unencrypted "
                            "PEM private key (.p8)", cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
@@ -447,7 +463,8 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
         || ngx_strcmp(group, "prime256v1") != 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "credential %ui: the key in \"%V\" is not a P-256 "
+                           "timpush_credential %ui: the key in \"%V\" is not "
+                           "a P-256 "
                            "(ES256) key as APNs requires", cred->id,
                            &cred->file);
         return NGX_CONF_ERROR;
@@ -469,7 +486,8 @@ ngx_http_timpush_read_password(ngx_conf_t *cf, ngx_str_t *file,
     fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cannot open password_file \"%V\"", file);
+                           "timpush_credential: cannot open password_file "
+                           "\"%V\"", file);
         return NGX_ERROR;
     }
 
@@ -477,8 +495,8 @@ ngx_http_timpush_read_password(ngx_conf_t *cf, ngx_str_t *file,
         || ngx_file_size(&fi) > 4096)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "password_file \"%V\" is not a small regular "
-                           "file", file);
+                           "timpush_credential: password_file \"%V\" is not a "
+                           "small regular file", file);
         ngx_close_file(fd);
         return NGX_ERROR;
     }
@@ -494,7 +512,8 @@ ngx_http_timpush_read_password(ngx_conf_t *cf, ngx_str_t *file,
 
     if (n == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cannot read password_file \"%V\"", file);
+                           "timpush_credential: cannot read password_file "
+                           "\"%V\"", file);
         return NGX_ERROR;
     }
 

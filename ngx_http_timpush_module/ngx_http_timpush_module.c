@@ -22,15 +22,12 @@ static char *ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_timpush_redis_address(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value);
+static char *ngx_http_timpush_devices_per_app(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_timpush_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_timpush_init_process(ngx_cycle_t *cycle);
 static void ngx_http_timpush_exit_process(ngx_cycle_t *cycle);
-
-
-static ngx_conf_num_bounds_t  ngx_http_timpush_devices_bounds = {
-    ngx_conf_check_num_bounds, 1, 100
-};
 
 
 static ngx_command_t  ngx_http_timpush_commands[] = {
@@ -51,10 +48,10 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
 
     { ngx_string("timpush_devices_per_app"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_timpush_devices_per_app,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_timpush_main_conf_t, devices_per_app),
-      &ngx_http_timpush_devices_bounds },
+      0,
+      NULL },
 
     { ngx_string("timpush_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -221,6 +218,7 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_timpush_main_conf_t *tmcf = conf;
 
     u_char                         *p;
+    ngx_int_t                       n;
     ngx_str_t                      *value, s;
     ngx_uint_t                      i;
     ngx_http_timpush_redis_conf_t  *rc;
@@ -258,6 +256,16 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             rc->prefix = s;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_pending=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n <= 0) {
+                return "has an invalid \"max_pending=\"";
+            }
+
+            rc->max_pending = (ngx_uint_t) n;
             continue;
         }
 
@@ -350,6 +358,32 @@ ngx_http_timpush_redis_address(ngx_conf_t *cf,
     }
 
     rc->port = u.port;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_timpush_devices_per_app(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_timpush_main_conf_t *tmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (tmcf->devices_per_app != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n < 1 || n > 100) {
+        return "must be a number from 1 to 100";
+    }
+
+    tmcf->devices_per_app = (ngx_uint_t) n;
 
     return NGX_CONF_OK;
 }

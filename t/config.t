@@ -1,0 +1,189 @@
+# "nginx -t": the example configurations pass; every broken credential or
+# directive fails with a message that names the directive and the cause,
+# and no secret is ever printed.
+
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use Cwd qw(abs_path);
+
+my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+my $module = $ENV{TEST_NGINX_MODULE} or die "TEST_NGINX_MODULE is not set\n";
+my $certs = $ENV{TEST_NGINX_CERT_DIR} or die "TEST_NGINX_CERT_DIR is not set\n";
+my $root = abs_path(__FILE__ =~ s{t/config\.t$}{}r || '.');
+my $dir = tempdir(CLEANUP => 1);
+
+mkdir "$dir/logs";
+
+sub nginx_t {
+    my $conf = shift;
+    open my $fh, '>', "$dir/nginx.conf" or die $!;
+    print $fh $conf;
+    close $fh;
+    my $out = `$nginx -p $dir/ -c $dir/nginx.conf -t 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub conf {
+    my ($http, $extra) = @_;
+    $extra //= '';
+    return <<"CONF";
+load_module $module;
+error_log $dir/logs/error.log;
+pid $dir/logs/nginx.pid;
+events {}
+http {
+    timpush_redis 127.0.0.1:6379;
+    $http
+    server {
+        listen 127.0.0.1:1;
+        location /v1/ { $extra timpush_api; }
+    }
+}
+CONF
+}
+
+# the examples, with their files taken from the test PKI
+for my $example (glob "$root/conf-examples/*.conf") {
+    open my $fh, '<', $example or die $!;
+    my $conf = do { local $/; <$fh> };
+    $conf =~ s{^load_module \S+;}{load_module $module;}m;
+    $conf =~ s{(?<![\w.])\.\./t/cert/out/}{$certs/}g;
+    $conf =~ s{/etc/timpush/}{$certs/}g;
+    $conf =~ s{(pid|error_log|access_log) build/run/}{$1 $dir/logs/}g;
+    $conf =~ s{_temp_path build/run/}{_temp_path $dir/}g;
+    $conf = "error_log $dir/logs/error.log;\npid $dir/logs/nginx.pid;\n$conf"
+        unless $conf =~ /^pid /m;
+    my ($rc, $out) = nginx_t($conf);
+    is($rc, 0, "nginx -t accepts conf-examples/" . ($example =~ s{.*/}{}r))
+        or diag($out);
+}
+
+my @bad = (
+    [ "timpush_credential 1001 certificate=$certs/dev.p12 "
+      . "password_file=$certs/wrong.pass env=sandbox;",
+      qr/timpush_credential 1001: wrong password for "[^"]*dev\.p12"/,
+      'wrong .p12 password' ],
+    [ "timpush_credential 1001 certificate=$certs/none.p12 "
+      . "password_file=$certs/dev.pass env=sandbox;",
+      qr/timpush_credential 1001: cannot read certificate "[^"]*none\.p12" \(2: No such file/,
+      'missing .p12' ],
+    [ "timpush_credential 1001 certificate=$certs/dev.p12 "
+      . "password_file=$certs/none.pass env=sandbox;",
+      qr/timpush_credential: cannot open password_file "[^"]*none\.pass"/,
+      'missing password file' ],
+    [ "timpush_credential 1001 certificate=$certs/dev.crt "
+      . "password_file=$certs/dev.pass env=sandbox;",
+      qr/timpush_credential 1001: "[^"]*dev\.crt" is not a PKCS#12/,
+      'not a .p12' ],
+    [ "timpush_credential 1001 certificate=$certs/expired.p12 "
+      . "password_file=$certs/expired.pass env=sandbox;",
+      qr/timpush_credential 1001: the certificate in "[^"]*expired\.p12" has expired/,
+      'expired certificate' ],
+    [ "timpush_credential 1001 certificate=$certs/nouid.p12 "
+      . "password_file=$certs/nouid.pass env=sandbox;",
+      qr/timpush_credential 1001: the certificate in "[^"]*" has no UID.*set "topic="/,
+      'certificate without UID and no topic=' ],
+    [ "timpush_credential 1001 certificate=$certs/dev.p12 env=sandbox;",
+      qr/timpush_credential 1001: "password_file=" is required/,
+      'no password_file' ],
+    [ "timpush_credential 1001 certificate=$certs/dev.p12 "
+      . "password_file=$certs/dev.pass;",
+      qr/timpush_credential 1001: "env=sandbox" or "env=production" is required/,
+      'no env' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_P384KEY001.p8 "
+      . "team_id=TEAM123456 topic=a.b env=production;",
+      qr/timpush_credential 2001: the key in "[^"]*AuthKey_P384KEY001\.p8" is not a P-256/,
+      'P-384 key' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_RSAKEY0001.p8 "
+      . "team_id=TEAM123456 topic=a.b env=production;",
+      qr/timpush_credential 2001: the key in "[^"]*" is not a P-256/,
+      'RSA key' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_GARBAGE001.p8 "
+      . "team_id=TEAM123456 topic=a.b env=production;",
+      qr/timpush_credential 2001: "[^"]*AuthKey_GARBAGE001\.p8" is not an unencrypted PEM private key/,
+      'not a key' ],
+    [ "timpush_credential 2001 key=$certs/none.p8 key_id=ABC123DEFG "
+      . "team_id=TEAM123456 topic=a.b env=production;",
+      qr/timpush_credential 2001: cannot read key "[^"]*none\.p8"/,
+      'missing key file' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "topic=a.b env=production;",
+      qr/timpush_credential 2001: "team_id=" is required/,
+      'no team_id' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "team_id=TEAM123456 env=production;",
+      qr/timpush_credential 2001: "topic=" \(the app's bundle id\) is required/,
+      'no topic with a key' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "key_id=BAD-ID team_id=TEAM123456 topic=a.b env=production;",
+      qr/timpush_credential 2001: "key_id=" is required/,
+      'malformed key_id' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "certificate=$certs/dev.p12 team_id=TEAM123456 topic=a.b "
+      . "env=production;",
+      qr/timpush_credential 2001: either "certificate=" \(\.p12\) or "key=" \(\.p8\) is required/,
+      'both certificate= and key=' ],
+    [ "timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "team_id=TEAM123456 topic=a.b env=production colour=blue;",
+      qr/timpush_credential 2001: invalid parameter "colour=blue"/,
+      'unknown parameter' ],
+    [ "timpush_credential 0 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "team_id=TEAM123456 topic=a.b env=production;",
+      qr/timpush_credential: invalid business_id "0"/,
+      'business_id 0' ],
+    [ ("timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8 "
+      . "team_id=TEAM123456 topic=a.b env=production;\n") x 2,
+      qr/timpush_credential: business_id 2001 is configured twice/,
+      'duplicate business_id' ],
+    [ "timpush_devices_per_app 0;",
+      qr/"timpush_devices_per_app" directive must be a number from 1 to 100/,
+      'devices_per_app 0' ],
+);
+
+for my $case (@bad) {
+    my $pattern = $case->[-2];
+    my $name = $case->[-1];
+    my $http = join '', @$case[0 .. $#$case - 2];
+    my ($rc, $out) = nginx_t(conf($http));
+    isnt($rc, 0, "nginx -t fails: $name");
+    like($out, $pattern, "the message names the directive: $name");
+    unlike($out, qr/dev-secret|prod secret|not the password/,
+           "no secret in the message: $name");
+}
+
+# timpush_redis: numeric or unix only, known parameters, and needed by the API
+my @redis = (
+    [ 'timpush_redis redis.example.com:6379;',
+      qr/Redis address "redis\.example\.com:6379" must be a numeric IP/ ],
+    [ 'timpush_redis 127.0.0.1:6379 "prefix=a{b";',
+      qr/"timpush_redis" directive has an invalid "prefix="/ ],
+    [ 'timpush_redis 127.0.0.1:6379 timeout=soon;',
+      qr/"timpush_redis" directive has an invalid "timeout="/ ],
+    [ 'timpush_redis 127.0.0.1:6379 max_pending=0;',
+      qr/"timpush_redis" directive has an invalid "max_pending="/ ],
+    [ 'timpush_redis 127.0.0.1:6379 colour=blue;',
+      qr/invalid parameter "colour=blue"/ ],
+    [ '',
+      qr/"timpush_api" needs "timpush_redis" in the http block/ ],
+);
+
+for my $case (@redis) {
+    my $conf = conf('');
+    $conf =~ s/    timpush_redis 127\.0\.0\.1:6379;\n/    $case->[0]\n/;
+    my ($rc, $out) = nginx_t($conf);
+    isnt($rc, 0, "nginx -t fails: '$case->[0]'");
+    like($out, $case->[1], "the message says why: '$case->[0]'");
+}
+
+my ($rc, $out) = nginx_t(conf('', 'client_max_body_size 0;'));
+isnt($rc, 0, 'nginx -t fails: timpush_api with client_max_body_size 0');
+like($out, qr/needs client_max_body_size between 1 and 64m/,
+     'the message says why: client_max_body_size 0');
+
+($rc, $out) = nginx_t(conf('timpush_redis [::1]:6379;') =~
+                      s/    timpush_redis 127\.0\.0\.1:6379;\n//r);
+is($rc, 0, 'nginx -t accepts an IPv6 Redis address') or diag($out);
+
+done_testing();

@@ -1,0 +1,126 @@
+package Timpush::Test;
+
+# What every timpush suite shares, on top of Test::Nginx::Socket (ours in
+# t/lib, or OpenResty's when its lib comes first in PERL5LIB):
+#  - main_config gets "load_module $TEST_NGINX_MODULE;";
+#  - http_config gets a timpush_redis line with a prefix of its own for each
+#    block (so blocks never see each other's data) and the test credentials,
+#    unless the block writes its own (a comment naming the directive is
+#    enough to opt out);
+#  - helpers for the perl code in "--- init" sections.
+
+use strict;
+use warnings;
+
+use Test::Nginx::Socket ();
+use IO::Socket::INET;
+use HTTP::Tiny;
+use Time::HiRes qw(sleep time);
+
+our @EXPORT_OK = qw(free_port api start_redis stop_redis);
+
+my $seq = 0;
+
+sub import {
+    my ($class, @names) = @_;
+    my $caller = caller;
+
+    no strict 'refs';
+    for my $n (@names) {
+        *{"${caller}::$n"} = \&{"Timpush::Test::$n"};
+    }
+}
+
+sub env {
+    my $name = shift;
+    my $v = $ENV{$name};
+    die "Timpush::Test: environment variable $name is not set (run the "
+        . "suites with t/run.sh or make test)\n" unless defined $v;
+    return $v;
+}
+
+Test::Nginx::Socket::add_block_preprocessor(sub {
+    my $block = shift;
+    my $module = env('TEST_NGINX_MODULE');
+    my $certs = env('TEST_NGINX_CERT_DIR');
+    my $redis = env('TEST_NGINX_REDIS_PORT');
+
+    my $main = $block->main_config // '';
+    $block->set_value('main_config', "load_module $module;\n$main");
+
+    my $http = $block->http_config // '';
+    my $prefix = sprintf 't%d_%d_%d', $$, int(time * 1000) % 100000000,
+                         ++$seq;
+    my $head = '';
+
+    if ($http !~ /timpush_redis/) {
+        $head .= "timpush_redis 127.0.0.1:$redis prefix=$prefix timeout=2s;\n";
+    }
+
+    if ($http !~ /timpush_credential/) {
+        $head .= <<"CONF";
+timpush_credential 1001 certificate=$certs/dev.p12
+                        password_file=$certs/dev.pass env=sandbox;
+timpush_credential 1002 certificate=$certs/prod.p12
+                        password_file=$certs/prod.pass env=production;
+timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8
+                        team_id=TEAM123456 topic=com.example.chat
+                        env=production;
+CONF
+    }
+
+    $block->set_value('http_config', $head . $http);
+});
+
+# a TCP port nobody listens on now
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 1, ReuseAddr => 1)
+        or die "free_port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+# one API call to the nginx under test: returns (status, body)
+sub api {
+    my ($method, $path, $body) = @_;
+    my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
+    my $res = HTTP::Tiny->new(timeout => 10)->request(
+        $method, "http://127.0.0.1:$port$path",
+        defined $body ? { content => $body } : {});
+    return ($res->{status}, $res->{content});
+}
+
+# a private redis-server on $port (and the unix socket $socket, if given),
+# for the tests that stop and restart it
+sub start_redis {
+    my ($port, $socket) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        exec 'redis-server', '--port', $port, '--bind', '127.0.0.1',
+             '--save', '', '--appendonly', 'no', '--dir', '/tmp',
+             $socket ? ('--unixsocket', $socket, '--unixsocketperm', '777')
+                     : ();
+        exit 127;
+    }
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+        if ($s) {
+            close $s;
+            return $pid;
+        }
+        sleep 0.05;
+    }
+    die "redis-server did not start on port $port";
+}
+
+sub stop_redis {
+    my $pid = shift;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+1;
