@@ -53,13 +53,20 @@ $(OBJS)/Makefile: config $(BUILD)/nginx-src/configure
 $(MODULE): $(OBJS)/Makefile $(SOURCES)
 	$(MAKE) -C $(BUILD)/nginx-src -f $(OBJS)/Makefile modules
 
-# --add-module into a full nginx source tree (NGX_FULL_SRC=/path/to/nginx)
+# --add-module into a full nginx source tree (NGX_FULL_SRC=/path/to/nginx,
+# a release tarball or a git checkout); rewrite and gzip are left out so
+# that no PCRE or zlib headers are needed
 static: deps
 	@test -n "$(NGX_FULL_SRC)" || { echo "set NGX_FULL_SRC"; exit 1; }
-	cd $(NGX_FULL_SRC) && ./configure --with-http_ssl_module \
-	    --with-http_v2_module --with-cc-opt="$(CC_OPT)" \
-	    --builddir=$(BUILD)/static --add-module=$(CURDIR)
+	cd $(NGX_FULL_SRC) && { test -x configure && c=./configure \
+	        || c=auto/configure; } \
+	    && $$c --with-http_ssl_module --with-http_v2_module \
+	        --without-http_rewrite_module --without-http_gzip_module \
+	        --with-cc-opt="$(CC_OPT)" --builddir=$(BUILD)/static \
+	        --add-module=$(CURDIR) > $(BUILD)/static-configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/static-configure.log; exit 1; }
 	$(MAKE) -C $(NGX_FULL_SRC) -f $(BUILD)/static/Makefile
+	$(BUILD)/static/nginx -V
 
 certs:
 	@sh t/cert/make.sh $(CERTS)

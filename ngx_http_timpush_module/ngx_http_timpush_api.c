@@ -803,7 +803,10 @@ ngx_http_timpush_api_reply(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_request_t *r = data;
 
+    ngx_connection_t            *c;
     ngx_http_timpush_api_ctx_t  *ctx;
+
+    c = r->connection;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_timpush_module);
     ctx->cmd = NULL;
@@ -818,8 +821,9 @@ ngx_http_timpush_api_reply(void *data, redisReply *reply, ngx_int_t rc)
         rc = ngx_http_timpush_api_answer(r, ctx, reply);
     }
 
+    /* the request may be freed in there */
     ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
 
 

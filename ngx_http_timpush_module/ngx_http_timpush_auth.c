@@ -39,6 +39,8 @@ static ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
 static ngx_int_t ngx_http_timpush_check_id(ngx_str_t *s);
 static int ngx_http_timpush_no_password(char *buf, int size, int rwflag,
     void *u);
+static void ngx_http_timpush_credential_log(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred);
 static void ngx_http_timpush_credential_cleanup(void *data);
 
 
@@ -114,7 +116,50 @@ ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ERR_clear_error();
 
+    if (rv == NGX_CONF_OK) {
+        ngx_http_timpush_credential_log(cf, cred);
+    }
+
     return rv;
+}
+
+
+/* what the credential resolved to, and a warning before it expires */
+
+static void
+ngx_http_timpush_credential_log(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred)
+{
+    int          days, secs;
+    const char  *env;
+
+    env = (cred->env == NGX_HTTP_TIMPUSH_ENV_SANDBOX) ? "sandbox"
+                                                      : "production";
+
+    if (cred->auth == NGX_HTTP_TIMPUSH_AUTH_TOKEN) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "timpush_credential %ui: token key %V of team "
+                           "%V, topic %V, %s", cred->id, &cred->key_id,
+                           &cred->team_id, &cred->topic, env);
+        return;
+    }
+
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cred->cert))) {
+        days = -1;
+    }
+
+    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                       "timpush_credential %ui: certificate, topic %V, %s, "
+                       "expires in %d days", cred->id, &cred->topic, env,
+                       days);
+
+    if (days < 30) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "timpush_credential %ui: the certificate in "
+                           "\"%V\" expires in %d days: renew it in the "
+                           "Apple developer account", cred->id, &cred->file,
+                           days);
+    }
 }
 
 

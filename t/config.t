@@ -177,7 +177,24 @@ for my $case (@redis) {
     like($out, $case->[1], "the message says why: '$case->[0]'");
 }
 
-my ($rc, $out) = nginx_t(conf('', 'client_max_body_size 0;'));
+# what each credential resolved to: the topic of a .p12 is its subject UID
+my ($rc, $out) = nginx_t(conf(
+    "timpush_credential 1001 certificate=$certs/dev.p12 "
+    . "password_file=$certs/dev.pass env=sandbox;\n"
+    . "timpush_credential 1002 certificate=$certs/nouid.p12 "
+    . "password_file=$certs/nouid.pass env=production topic=com.x.y;\n"
+    . "timpush_credential 2002 key=$certs/AuthKey_XYZ987WVUT.p8 "
+    . "team_id=TEAM654321 topic=com.example.chat2 env=sandbox;"));
+is($rc, 0, 'nginx -t accepts three credentials') or diag($out);
+like($out, qr/timpush_credential 1001: certificate, topic com\.example\.chat, sandbox, expires in \d+ days/,
+     'the topic of a .p12 is the UID of its certificate');
+like($out, qr/timpush_credential 1002: certificate, topic com\.x\.y, production/,
+     'topic= is used for a certificate without UID');
+like($out, qr/timpush_credential 2002: token key XYZ987WVUT of team TEAM654321, topic com\.example\.chat2, sandbox/,
+     'key_id= comes from the AuthKey_<key id>.p8 file name');
+unlike($out, qr/dev-secret|nouid\n|BEGIN/, 'no secret in the output');
+
+($rc, $out) = nginx_t(conf('', 'client_max_body_size 0;'));
 isnt($rc, 0, 'nginx -t fails: timpush_api with client_max_body_size 0');
 like($out, qr/needs client_max_body_size between 1 and 64m/,
      'the message says why: client_max_body_size 0');

@@ -72,14 +72,22 @@ CONF
     $block->set_value('http_config', $head . $http);
 });
 
-# a TCP port nobody listens on now
+# A TCP port nobody listens on now, below the ephemeral range, so that no
+# outgoing connection can take it as its local port in the meantime.
 sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1, ReuseAddr => 1)
-        or die "free_port: $!";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
+    my $lo = 32768;
+    if (open my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
+        ($lo) = split ' ', scalar <$fh>;
+    }
+    for (1 .. 1000) {
+        my $port = 10000 + int rand($lo - 10000);
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => $port, Listen => 1,
+                                      ReuseAddr => 1) or next;
+        close $s;
+        return $port;
+    }
+    die "free_port: no free port";
 }
 
 # one API call to the nginx under test: returns (status, body)
