@@ -86,8 +86,9 @@ typedef struct ngx_http_timpush_store_cmd_s  ngx_http_timpush_store_cmd_t;
 
 /*
  * Called once per command: with the reply (rc NGX_OK), or with NULL and
- * NGX_ERROR when Redis failed, the connection was lost or the deadline
- * passed.  The reply is freed by the store after the call.
+ * NGX_DECLINED (Redis not reachable, or the connection was lost),
+ * NGX_AGAIN (no reply within the deadline) or NGX_ERROR (Redis answered
+ * an error).  The reply is freed by the store after the call.
  */
 typedef void (*ngx_http_timpush_store_handler_pt)(void *data,
     redisReply *reply, ngx_int_t rc);
@@ -101,6 +102,7 @@ ngx_int_t ngx_http_timpush_store_run(ngx_http_timpush_script_e script,
     ngx_http_timpush_store_handler_pt handler, void *data,
     ngx_http_timpush_store_cmd_t **cmdp);
 void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);
+const char *ngx_http_timpush_store_strerror(ngx_int_t rc);
 ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
     ngx_str_t *key);
 

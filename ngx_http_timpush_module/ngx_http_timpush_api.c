@@ -791,9 +791,9 @@ ngx_http_timpush_api_run(ngx_http_request_t *r,
     default:
         ctx->cmd = NULL;
         return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "store_unavailable",
-                                          "Redis is not reachable; retry "
-                                          "later");
+                                          "store_unavailable", "%s",
+                                          ngx_http_timpush_store_strerror(
+                                                               NGX_DECLINED));
     }
 }
 
@@ -813,9 +813,8 @@ ngx_http_timpush_api_reply(void *data, redisReply *reply, ngx_int_t rc)
 
     if (rc != NGX_OK) {
         rc = ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        "store_unavailable",
-                                        "Redis did not answer in time; "
-                                        "retry later");
+                                        "store_unavailable", "%s",
+                                        ngx_http_timpush_store_strerror(rc));
 
     } else {
         rc = ngx_http_timpush_api_answer(r, ctx, reply);

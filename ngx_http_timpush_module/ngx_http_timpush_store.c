@@ -659,7 +659,7 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
     st->pending--;
 
     if (reply == NULL || st->exiting) {
-        ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
+        ngx_http_timpush_store_answer(cmd, NULL, NGX_DECLINED);
         ngx_http_timpush_store_free_cmd(cmd);
         return;
     }
@@ -709,7 +709,7 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
                   "timpush: Redis %V: no reply within %M ms",
                   &st->conf->name, st->conf->timeout);
 
-    ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
+    ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
 
     ac = st->ac;
 
@@ -773,5 +773,19 @@ ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd)
 
     if (cmd->deadline.timer_set) {
         ngx_del_timer(&cmd->deadline);
+    }
+}
+
+
+const char *
+ngx_http_timpush_store_strerror(ngx_int_t rc)
+{
+    switch (rc) {
+    case NGX_AGAIN:
+        return "Redis did not answer in time; retry later";
+    case NGX_ERROR:
+        return "Redis answered an error; see the error log";
+    default:
+        return "Redis is not reachable; retry later";
     }
 }
