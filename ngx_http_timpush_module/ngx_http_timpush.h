@@ -43,6 +43,8 @@ typedef struct {
     X509                         *cert;
     STACK_OF(X509)               *chain;
     EVP_PKEY                     *pkey;
+    ngx_uint_t                    index;     /* in credentials */
+    ngx_ssl_t                    *ssl;       /* TLS to APNs */
 } ngx_http_timpush_credential_t;
 
 
@@ -61,7 +63,15 @@ typedef struct {
     ngx_uint_t                     redis_set;
     ngx_array_t                    credentials;  /* credential_t * */
     ngx_uint_t                     devices_per_app;
+    ngx_uint_t                     max_recipients;
     ngx_array_t                    api_locations; /* core loc conf * */
+
+    ngx_str_t                      apns_upstream[2];  /* by environment */
+    void                          *apns_peers[2];
+    ngx_str_t                      apns_trusted;
+    ngx_uint_t                     apns_connections;
+    ngx_msec_t                     apns_timeout;
+    ngx_uint_t                     apns_queue;
 } ngx_http_timpush_main_conf_t;
 
 

@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_timpush.h"
+#include "ngx_http_timpush_apns.h"
 
 
 #define NGX_HTTP_TIMPUSH_BODY_MEM_MAX  (64 * 1024 * 1024)
@@ -51,6 +52,48 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       ngx_http_timpush_devices_per_app,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("timpush_max_recipients"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, max_recipients),
+      NULL },
+
+    { ngx_string("timpush_apns_upstream"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_timpush_apns_upstream,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("timpush_apns_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, apns_trusted),
+      NULL },
+
+    { ngx_string("timpush_apns_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, apns_connections),
+      NULL },
+
+    { ngx_string("timpush_apns_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, apns_timeout),
+      NULL },
+
+    { ngx_string("timpush_apns_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, apns_queue),
       NULL },
 
     { ngx_string("timpush_api"),
@@ -118,6 +161,10 @@ ngx_http_timpush_create_main_conf(ngx_conf_t *cf)
     }
 
     tmcf->devices_per_app = NGX_CONF_UNSET_UINT;
+    tmcf->max_recipients = NGX_CONF_UNSET_UINT;
+    tmcf->apns_connections = NGX_CONF_UNSET_UINT;
+    tmcf->apns_timeout = NGX_CONF_UNSET_MSEC;
+    tmcf->apns_queue = NGX_CONF_UNSET_UINT;
 
     return tmcf;
 }
@@ -129,6 +176,21 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_timpush_main_conf_t *tmcf = conf;
 
     ngx_conf_init_uint_value(tmcf->devices_per_app, 1);
+    ngx_conf_init_uint_value(tmcf->max_recipients, 10000);
+    ngx_conf_init_uint_value(tmcf->apns_connections, 2);
+    ngx_conf_init_msec_value(tmcf->apns_timeout, 10000);
+    ngx_conf_init_uint_value(tmcf->apns_queue, 65536);
+
+    if (tmcf->max_recipients == 0 || tmcf->apns_connections == 0
+        || tmcf->apns_connections > 64 || tmcf->apns_timeout == 0
+        || tmcf->apns_queue == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush: timpush_max_recipients, timpush_apns_queue "
+                      "and timpush_apns_timeout must be positive, "
+                      "timpush_apns_connections from 1 to 64");
+        return NGX_CONF_ERROR;
+    }
 
     if (tmcf->api_locations.nelts && !tmcf->redis_set) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -137,7 +199,7 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_timpush_apns_init_conf(cf, tmcf);
 }
 
 
@@ -428,7 +490,15 @@ ngx_http_timpush_init_process(ngx_cycle_t *cycle)
     tmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_timpush_module);
 
-    if (tmcf == NULL || !tmcf->redis_set) {
+    if (tmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_timpush_apns_init_process(cycle, tmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!tmcf->redis_set) {
         return NGX_OK;
     }
 
@@ -439,5 +509,6 @@ ngx_http_timpush_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_timpush_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_timpush_apns_exit_process(cycle);
     ngx_http_timpush_store_exit_process(cycle);
 }

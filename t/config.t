@@ -35,6 +35,9 @@ pid $dir/logs/nginx.pid;
 events {}
 http {
     timpush_redis 127.0.0.1:6379;
+    upstream apns { server 127.0.0.1:443; }
+    timpush_apns_upstream sandbox apns;
+    timpush_apns_upstream production apns;
     $http
     server {
         listen 127.0.0.1:1;
@@ -51,6 +54,8 @@ for my $example (glob "$root/conf-examples/*.conf") {
     $conf =~ s{^load_module \S+;}{load_module $module;}m;
     $conf =~ s{(?<![\w.])\.\./t/cert/out/}{$certs/}g;
     $conf =~ s{/etc/timpush/}{$certs/}g;
+    # no DNS here: Apple's hosts become a local address
+    $conf =~ s{api(?:\.sandbox)?\.push\.apple\.com:443}{127.0.0.1:443}g;
     $conf =~ s{(pid|error_log|access_log) build/run/}{$1 $dir/logs/}g;
     $conf =~ s{_temp_path build/run/}{_temp_path $dir/}g;
     $conf = "error_log $dir/logs/error.log;\npid $dir/logs/nginx.pid;\n$conf"

@@ -21,6 +21,9 @@ our @EXPORT_OK = qw(free_port api start_redis stop_redis);
 
 my $seq = 0;
 
+# the port of the APNs simulator a block may run (see t/push*.t)
+$ENV{TEST_NGINX_APNS_PORT} ||= free_port();
+
 sub import {
     my ($class, @names) = @_;
     my $caller = caller;
@@ -55,6 +58,20 @@ Test::Nginx::Socket::add_block_preprocessor(sub {
 
     if ($http !~ /timpush_redis/) {
         $head .= "timpush_redis 127.0.0.1:$redis prefix=$prefix timeout=2s;\n";
+    }
+
+    # APNs: the simulator of the block (if it has one) on TEST_NGINX_APNS_PORT
+    if ($http !~ /timpush_apns_upstream/) {
+        my $apns = env('TEST_NGINX_APNS_PORT');
+        $head .= <<"CONF";
+upstream timpush_test_apns { server 127.0.0.1:$apns; }
+timpush_apns_upstream sandbox timpush_test_apns;
+timpush_apns_upstream production timpush_test_apns;
+CONF
+    }
+
+    if ($http !~ /timpush_apns_trusted_certificate/) {
+        $head .= "timpush_apns_trusted_certificate $certs/ca.crt;\n";
     }
 
     if ($http !~ /timpush_credential/) {
