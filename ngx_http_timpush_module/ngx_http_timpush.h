@@ -89,6 +89,8 @@ typedef enum {
     NGX_HTTP_TIMPUSH_SCRIPT_LOGOUT,
     NGX_HTTP_TIMPUSH_SCRIPT_BACKGROUND,
     NGX_HTTP_TIMPUSH_SCRIPT_FOREGROUND,
+    NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
+    NGX_HTTP_TIMPUSH_SCRIPT_PRUNE,
     NGX_HTTP_TIMPUSH_SCRIPT_LAST
 } ngx_http_timpush_script_e;
 
@@ -112,6 +114,7 @@ ngx_int_t ngx_http_timpush_store_run(ngx_http_timpush_script_e script,
     ngx_http_timpush_store_handler_pt handler, void *data,
     ngx_http_timpush_store_cmd_t **cmdp);
 void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);
+ngx_int_t ngx_http_timpush_store_room(ngx_uint_t n);
 const char *ngx_http_timpush_store_strerror(ngx_int_t rc);
 ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
     ngx_str_t *key);
@@ -145,6 +148,18 @@ yajl_val ngx_http_timpush_json_get(yajl_val obj, const char *key);
 
 ngx_int_t ngx_http_timpush_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_timpush_api_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_timpush_api_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *fmt, ...);
+ngx_int_t ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_timpush_api_send(ngx_http_request_t *r,
+    ngx_uint_t status, yajl_gen g);
+u_char *ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token);
+
+
+/* POST /v1/push (push.c) */
+
+ngx_int_t ngx_http_timpush_push(ngx_http_request_t *r, u_char *data,
+    size_t len);
 
 
 extern ngx_module_t  ngx_http_timpush_module;

@@ -16,7 +16,8 @@ typedef enum {
     NGX_HTTP_TIMPUSH_OP_LIST,
     NGX_HTTP_TIMPUSH_OP_LOGOUT,
     NGX_HTTP_TIMPUSH_OP_BACKGROUND,
-    NGX_HTTP_TIMPUSH_OP_FOREGROUND
+    NGX_HTTP_TIMPUSH_OP_FOREGROUND,
+    NGX_HTTP_TIMPUSH_OP_PUSH
 } ngx_http_timpush_op_e;
 
 
@@ -67,6 +68,9 @@ static ngx_int_t ngx_http_timpush_check_text(ngx_str_t *s);
 static void ngx_http_timpush_api_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body(ngx_http_request_t *r,
     ngx_http_timpush_api_ctx_t *ctx);
+static ngx_int_t ngx_http_timpush_api_body_raw(ngx_http_request_t *r,
+    u_char **datap, size_t *lenp);
+static ngx_int_t ngx_http_timpush_api_push(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body_json(ngx_http_request_t *r,
     yajl_val *json);
 static ngx_int_t ngx_http_timpush_api_int(ngx_http_request_t *r,
@@ -86,23 +90,17 @@ static ngx_int_t ngx_http_timpush_api_collect(ngx_http_request_t *r,
     redisReply *reply, ngx_array_t *devices);
 static int ngx_libc_cdecl ngx_http_timpush_device_cmp(const void *one,
     const void *two);
-static ngx_int_t ngx_http_timpush_api_send(ngx_http_request_t *r,
-    ngx_uint_t status, yajl_gen g);
+
 static ngx_int_t ngx_http_timpush_api_send_header(ngx_http_request_t *r,
     ngx_uint_t status, off_t len);
 static ngx_buf_t *ngx_http_timpush_json_buf(ngx_http_request_t *r,
     yajl_gen g);
-static ngx_int_t ngx_http_timpush_api_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *code, const char *fmt, ...);
-static ngx_int_t ngx_http_timpush_api_finish(ngx_http_request_t *r,
-    ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_api_error_json(ngx_http_request_t *r,
     const char *code, const char *message, ngx_buf_t **bp);
 static void ngx_http_timpush_api_cleanup(void *data);
 static ngx_int_t ngx_http_timpush_api_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static u_char *ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -163,6 +161,7 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
     case NGX_HTTP_TIMPUSH_OP_REGISTER:
     case NGX_HTTP_TIMPUSH_OP_LOGOUT:
     case NGX_HTTP_TIMPUSH_OP_BACKGROUND:
+    case NGX_HTTP_TIMPUSH_OP_PUSH:
         rc = ngx_http_read_client_request_body(r,
                                            ngx_http_timpush_api_body_handler);
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -204,8 +203,18 @@ ngx_http_timpush_api_route(ngx_http_request_t *r,
     ngx_str_t               *s;
     ngx_http_timpush_path_t  path;
 
-    if (ngx_http_timpush_api_split(r, &path) != NGX_OK
-        || path.n < 3
+    if (ngx_http_timpush_api_split(r, &path) != NGX_OK) {
+        goto not_found;
+    }
+
+    if (path.n == 1 && path.segment[0].len == 4
+        && ngx_strncmp(path.segment[0].data, "push", 4) == 0)
+    {
+        ctx->op = NGX_HTTP_TIMPUSH_OP_PUSH;
+        return ngx_http_timpush_api_method(r, NGX_HTTP_POST, "POST");
+    }
+
+    if (path.n < 3
         || path.segment[0].len != 5
         || ngx_strncmp(path.segment[0].data, "users", 5) != 0)
     {
@@ -525,6 +534,16 @@ ngx_http_timpush_api_body_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_timpush_module);
 
+    if (ctx->op == NGX_HTTP_TIMPUSH_OP_PUSH) {
+        rc = ngx_http_timpush_api_push(r);
+        if (rc == NGX_DONE) {
+            return;
+        }
+
+        ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
+        return;
+    }
+
     rc = ngx_http_timpush_api_body(r, ctx);
 
     if (rc == NGX_OK) {
@@ -602,17 +621,16 @@ ngx_http_timpush_api_body(ngx_http_request_t *r,
 }
 
 
-/* the body as a JSON object; an empty body is taken as {} */
+/* the whole body in one piece of memory */
 
 static ngx_int_t
-ngx_http_timpush_api_body_json(ngx_http_request_t *r, yajl_val *json)
+ngx_http_timpush_api_body_raw(ngx_http_request_t *r, u_char **datap,
+    size_t *lenp)
 {
-    u_char       *data, *p, err[256];
+    u_char       *data, *p;
     size_t        len;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
-
-    static u_char  empty[] = "{}";
 
     len = 0;
 
@@ -633,20 +651,71 @@ ngx_http_timpush_api_body_json(ngx_http_request_t *r, yajl_val *json)
     }
 
     if (len == 0) {
+        *datap = NULL;
+        *lenp = 0;
+        return NGX_OK;
+    }
+
+    if (r->request_body->bufs->next == NULL) {
+        b = r->request_body->bufs->buf;
+        *datap = b->pos;
+        *lenp = len;
+        return NGX_OK;
+    }
+
+    data = ngx_pnalloc(r->pool, len);
+    if (data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = data;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    *datap = data;
+    *lenp = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_api_push(ngx_http_request_t *r)
+{
+    u_char     *data;
+    size_t      len;
+    ngx_int_t   rc;
+
+    rc = ngx_http_timpush_api_body_raw(r, &data, &len);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_timpush_push(r, data, len);
+}
+
+
+/* the body as a JSON object; an empty body is taken as {} */
+
+static ngx_int_t
+ngx_http_timpush_api_body_json(ngx_http_request_t *r, yajl_val *json)
+{
+    u_char     *data, err[256];
+    size_t      len;
+    ngx_int_t   rc;
+
+    static u_char  empty[] = "{}";
+
+    rc = ngx_http_timpush_api_body_raw(r, &data, &len);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (len == 0) {
         data = empty;
         len = 2;
-
-    } else {
-        data = ngx_pnalloc(r->pool, len);
-        if (data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = data;
-
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-        }
     }
 
     *json = ngx_http_timpush_json_parse(r->pool, data, len, err,
@@ -1104,7 +1173,7 @@ ngx_http_timpush_device_cmp(const void *one, const void *two)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_timpush_api_send(ngx_http_request_t *r, ngx_uint_t status,
     yajl_gen g)
 {
@@ -1183,7 +1252,7 @@ ngx_http_timpush_json_buf(ngx_http_request_t *r, yajl_gen g)
  * NGX_DECLINED; the request is answered once, by the caller at the top.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_timpush_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *fmt, ...)
 {
@@ -1212,7 +1281,7 @@ ngx_http_timpush_api_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_buf_t                   *b;
@@ -1388,7 +1457,7 @@ ngx_http_timpush_api_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-static u_char *
+u_char *
 ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token)
 {
     if (token->len <= 12) {

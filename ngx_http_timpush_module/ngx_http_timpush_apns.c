@@ -813,7 +813,7 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     u_char                           *p;
     size_t                            n;
     int32_t                           id;
-    nghttp2_nv                        nv[12];
+    nghttp2_nv                        nv[13];
     nghttp2_data_provider             dp;
     ngx_http_timpush_credential_t    *cred;
     ngx_http_timpush_apns_channel_t  *ch;
@@ -821,6 +821,7 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     u_char                            topic[512];
     u_char                            prio[NGX_INT_T_LEN];
     u_char                            exp[NGX_INT64_LEN];
+    u_char                            clen[NGX_SIZE_T_LEN];
     u_char                            auth[sizeof("bearer ") + 512];
 
     ch = hc->channel;
@@ -854,6 +855,10 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
 
     ngx_http_timpush_nv("apns-id", note->apns_id,
                         NGX_HTTP_TIMPUSH_APNS_ID_LEN);
+
+    p = ngx_sprintf(clen, "%uz", note->payload[0].len + note->payload[1].len
+                                 + note->payload[2].len);
+    ngx_http_timpush_nv("content-length", clen, p - clen);
 
     if (note->expiration >= 0) {
         p = ngx_sprintf(exp, "%L", note->expiration);

@@ -171,6 +171,54 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "  return 0\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'f:' .. t, 1)\n"
+    "return 1\n"),
+
+    /*
+     * PUSH inc -> {token, business_id, badge, registered_at, ...}, oldest
+     * registration first; badge -1: in the foreground, not pushed.  With
+     * inc = 1 the badge of every device pushed to grows by one.
+     */
+    ngx_string(
+    "local k, inc = KEYS[1], ARGV[1] == '1'\n"
+    "local all = redis.call('HGETALL', k)\n"
+    "local h, devs = {}, {}\n"
+    "for i = 1, #all, 2 do h[all[i]] = all[i + 1] end\n"
+    "for f, v in pairs(h) do\n"
+    "  if string.sub(f, 1, 2) == 't:' then\n"
+    "    local t = string.sub(f, 3)\n"
+    "    devs[#devs + 1] = {t, v, tonumber(h['r:' .. t]) or 0}\n"
+    "  end\n"
+    "end\n"
+    "table.sort(devs, function(a, b)\n"
+    "  if a[3] ~= b[3] then return a[3] < b[3] end\n"
+    "  return a[1] < b[1]\n"
+    "end)\n"
+    "local out = {}\n"
+    "for _, d in ipairs(devs) do\n"
+    "  local t, badge = d[1], -1\n"
+    "  if not h['f:' .. t] then\n"
+    "    if inc then\n"
+    "      badge = redis.call('HINCRBY', k, 'b:' .. t, 1)\n"
+    "    else\n"
+    "      badge = tonumber(h['b:' .. t]) or 0\n"
+    "    end\n"
+    "  end\n"
+    "  out[#out + 1] = t\n"
+    "  out[#out + 1] = d[2]\n"
+    "  out[#out + 1] = badge\n"
+    "  out[#out + 1] = tostring(d[3])\n"
+    "end\n"
+    "return out\n"),
+
+    /* PRUNE token before_ms -> 1 if removed (registered before that) */
+    ngx_string(
+    "local t = ARGV[1]\n"
+    "local r = tonumber(redis.call('HGET', KEYS[1], 'r:' .. t))\n"
+    "if r == nil or r >= tonumber(ARGV[2]) then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
+    "           'f:' .. t)\n"
     "return 1\n")
 };
 
@@ -761,6 +809,27 @@ ngx_http_timpush_store_free_cmd(ngx_http_timpush_store_cmd_t *cmd)
     }
 
     ngx_free(cmd);
+}
+
+
+/* can n more commands be queued now? */
+
+ngx_int_t
+ngx_http_timpush_store_room(ngx_uint_t n)
+{
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+
+    if (st == NULL || st->ac == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (st->pending + n > st->conf->max_pending) {
+        return NGX_BUSY;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -1,0 +1,298 @@
+# POST /v1/push through the real path: Redis, HTTP/2 to the APNs simulator
+# (in the same nginx), certificates and token keys, several apps, fan-out
+# over few connections, GOAWAY, retries, pruning, transport failures.  Each
+# case checks that the simulator received exactly what the answer claims.
+
+use Test::Nginx::Socket 'no_plan';
+use Timpush::Test;
+use Timpush::Push;
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    my $http = $block->http_config // '';
+
+    if ($http !~ /timpush_apns_mock/ && $http !~ /no simulator/) {
+        $block->set_value('http_config',
+                          $http . Timpush::Push::simulator());
+    }
+
+    if (!defined $block->config) {
+        $block->set_value('config', <<'CONF');
+location /v1/ { timpush_api; }
+location = /mock/log { timpush_apns_mock_log; }
+CONF
+    }
+});
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: certificate auth (.p12, sandbox): delivered, badge counted
+--- init
+Timpush::Push::clear_log();
+my $t = 'ab' x 32;
+Timpush::Push::register('vinson', $t, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'vinson', from => { user_id => 'denny', nickname => 'Denny' },
+    elems => [{ type => 'text', text => 'hello' }] });
+Test::More::is($status, 200, 'push answered 200');
+Test::More::is($res->{sent}, 1, 'one sent');
+Test::More::is($res->{results}[0]{status}, 200, 'APNs said 200');
+Test::More::is($res->{results}[0]{badge}, 1, 'badge 1');
+Test::More::like($res->{results}[0]{apns_id}, qr/^[0-9a-f-]{36}$/, 'apns_id');
+my $log = Timpush::Push::mock_log($t);
+Test::More::is(scalar @$log, 1, 'the simulator got one notification');
+Test::More::is($log->[0]{headers}{'apns-topic'}, 'com.example.chat',
+               'topic from the certificate UID');
+Test::More::is($log->[0]{headers}{'apns-id'}, $res->{results}[0]{apns_id},
+               'the same apns-id');
+Test::More::is($log->[0]{payload}{aps}{alert}, 'Denny: hello', 'the alert');
+Test::More::is($log->[0]{payload}{aps}{badge}, 1, 'the badge');
+--- request
+GET /v1/users/vinson/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: token auth (.p8, ES256 JWT), and the badge grows by one per push
+--- init
+Timpush::Push::clear_log();
+my $t = 'cd' x 32;
+Timpush::Push::register('zoe', $t, 2001);
+Timpush::Push::call('POST', "/v1/users/zoe/devices/$t/background",
+                    '{"unread":5}');
+for my $n (6, 7) {
+    my ($status, $res) = Timpush::Push::push_message({
+        to => ['zoe'], elems => [{ type => 'image' }] });
+    Test::More::is($res->{results}[0]{status}, 200, "push $n delivered");
+    Test::More::is($res->{results}[0]{badge}, $n, "badge $n");
+}
+my $log = Timpush::Push::mock_log($t);
+Test::More::is(scalar @$log, 2, 'two notifications');
+Test::More::is($log->[1]{payload}{aps}{badge}, 7, 'badge 7 in the payload');
+Test::More::is($log->[1]{headers}{'apns-topic'}, 'com.example.chat', 'topic');
+--- request
+GET /mock/log
+--- response_body_like chomp
+"alert":"\[image\]"
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: two apps, sandbox and production side by side, in one request
+--- init
+Timpush::Push::clear_log();
+my ($a, $b) = ('a1' x 32, 'b2' x 32);
+Timpush::Push::register('ann', $a, 1001);
+Timpush::Push::register('bob', $b, 1002);
+my ($status, $res) = Timpush::Push::push_message({
+    to => ['ann', 'bob', 'nobody'], elems => [{ type => 'text', text => 'x' }] });
+Test::More::is($res->{sent}, 2, 'two sent');
+Test::More::is($res->{skipped}, 1, 'one skipped');
+Test::More::is($res->{failed}, 0, 'none failed');
+Test::More::is($res->{results}[2]{skipped}, 'no_devices', 'nobody has none');
+Test::More::is(Timpush::Push::mock_log($a)->[0]{headers}{'apns-topic'},
+               'com.example.chat', 'ann: the sandbox app');
+Test::More::is(Timpush::Push::mock_log($b)->[0]{headers}{'apns-topic'},
+               'com.example.chat2', 'bob: the production app');
+Test::More::is(scalar @{Timpush::Push::mock_log()}, 2, 'nothing else');
+--- request
+GET /v1/users/bob/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: foreground devices are skipped, not counted, not sent
+--- init
+Timpush::Push::clear_log();
+my ($a, $b) = ('a3' x 32, 'b4' x 32);
+Timpush::Push::register('fg', $a, 1001);
+Timpush::Push::register('fg', $b, 2001);
+Timpush::Push::call('POST', "/v1/users/fg/devices/$a/foreground");
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'fg', elems => [{ type => 'text', text => 'y' }] });
+Test::More::is($res->{sent}, 1, 'one sent');
+Test::More::is($res->{skipped}, 1, 'one skipped');
+my ($skip) = grep { $_->{token} eq $a } @{$res->{results}};
+Test::More::is($skip->{skipped}, 'foreground', 'skipped: foreground');
+Test::More::is(scalar @{Timpush::Push::mock_log($a)}, 0, 'nothing to it');
+Test::More::is(scalar @{Timpush::Push::mock_log($b)}, 1, 'one to the other');
+--- request
+GET /v1/users/fg/devices
+--- response_body_like chomp
+"token":"a3a3[0-9a-f]*","business_id":1001,"badge":0,"foreground":true
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: fan-out to 1,000 users over at most timpush_apns_connections connections
+--- http_config
+timpush_apns_connections 2;
+--- init
+Timpush::Push::clear_log();
+my @tokens = Timpush::Push::register_many('fan', 1000, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "fan$_" } 0 .. 999],
+    elems => [{ type => 'text', text => 'to all' }] });
+Test::More::is($status, 200, 'answered');
+Test::More::is($res->{sent}, 1000, '1000 sent');
+Test::More::is($res->{failed}, 0, 'none failed');
+my $log = Timpush::Push::mock_log();
+Test::More::is(scalar @$log, 1000, 'the simulator got 1000');
+my %tokens = map { $_->{token} => 1 } @$log;
+Test::More::is(scalar keys %tokens, 1000, 'each device once');
+my %conns = map { $_->{connection} => 1 } @$log;
+Test::More::cmp_ok(scalar keys %conns, '<=', 2, 'over at most 2 connections');
+--- request
+GET /v1/users/fan999/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: GOAWAY from the peer mid-burst (keepalive_requests 50): every notification delivered once
+--- http_config eval
+Timpush::Push::simulator(extra => 'keepalive_requests 50;')
+. "timpush_apns_connections 1;\n"
+--- init
+Timpush::Push::clear_log();
+my @tokens = Timpush::Push::register_many('ga', 300, 2001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "ga$_" } 0 .. 299],
+    elems => [{ type => 'text', text => 'goaway' }] });
+Test::More::is($res->{sent}, 300, '300 sent');
+my $log = Timpush::Push::mock_log();
+Test::More::is(scalar @$log, 300, 'the simulator got 300');
+my %tokens = map { $_->{token} => 1 } @$log;
+Test::More::is(scalar keys %tokens, 300, 'each device once');
+my %conns = map { $_->{connection} => 1 } @$log;
+Test::More::cmp_ok(scalar keys %conns, '>=', 6, 'over new connections after each GOAWAY');
+--- request
+GET /v1/users/ga0/devices
+--- response_body_like chomp
+"badge":1,
+--- error_log
+GOAWAY
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: 503 once (times=1): retried with backoff and delivered
+--- http_config eval
+Timpush::Push::simulator(rules => 'timpush_apns_mock_rule 5030 503 ServiceUnavailable times=1;')
+--- init
+Timpush::Push::clear_log();
+my $t = '5030' . ('0' x 60);
+Timpush::Push::register('r503', $t, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'r503', elems => [{ type => 'text', text => 'again' }] });
+Test::More::is($res->{results}[0]{status}, 200, 'delivered in the end');
+Test::More::is(scalar @{Timpush::Push::mock_log($t)}, 1, 'accepted once');
+--- request
+GET /v1/users/r503/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: 410 Unregistered: not retried, the token is pruned
+--- http_config eval
+Timpush::Push::simulator(rules => 'timpush_apns_mock_rule dead 410 Unregistered;')
+--- init
+Timpush::Push::clear_log();
+my $t = 'dead' . ('0' x 60);
+Timpush::Push::register('gone', $t, 1002);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'gone', elems => [{ type => 'text', text => 'z' }] });
+Test::More::is($res->{failed}, 1, 'one failed');
+Test::More::is($res->{results}[0]{status}, 410, '410');
+Test::More::is($res->{results}[0]{reason}, 'Unregistered', 'Unregistered');
+Test::More::ok($res->{results}[0]{removed}, 'removed');
+Test::More::is(scalar @{Timpush::Push::mock_log($t)}, 0, 'nothing accepted');
+--- request
+GET /v1/users/gone/devices
+--- response_body
+{"user_id":"gone","devices":[]}
+--- error_log eval
+qr/user "gone" business_id 1002 \(production\): device dead00\.\.\.0000 removed: Unregistered/
+
+
+
+=== TEST 9: 400 BadDeviceToken: pruned, with the sandbox/production hint
+--- http_config eval
+Timpush::Push::simulator(rules => 'timpush_apns_mock_rule bad0 400 BadDeviceToken;')
+--- init
+my $t = 'bad0' . ('1' x 60);
+Timpush::Push::register('badtok', $t, 2001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'badtok', elems => [{ type => 'text', text => 'z' }] });
+Test::More::is($res->{results}[0]{status}, 400, '400');
+Test::More::is($res->{results}[0]{reason}, 'BadDeviceToken', 'BadDeviceToken');
+Test::More::ok($res->{results}[0]{removed}, 'removed');
+--- request
+GET /v1/users/badtok/devices
+--- response_body
+{"user_id":"badtok","devices":[]}
+--- error_log
+device bad011...1111 removed: BadDeviceToken (a sandbox token sent to production, or the reverse?)
+
+
+
+=== TEST 10: APNs unreachable: 502 ConnectionFailed within the timeout, nothing lost silently
+--- http_config
+# no simulator
+upstream nowhere { server 127.0.0.1:$TEST_NGINX_APNS_PORT; }
+timpush_apns_upstream sandbox nowhere;
+timpush_apns_upstream production nowhere;
+timpush_apns_timeout 1s;
+--- init
+Timpush::Push::register('off', 'ee' x 32, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'off', elems => [{ type => 'text', text => 'z' }] });
+Test::More::is($status, 200, 'answered');
+Test::More::is($res->{failed}, 1, 'failed');
+Test::More::is($res->{results}[0]{status}, 502, '502');
+Test::More::is($res->{results}[0]{reason}, 'ConnectionFailed', 'ConnectionFailed');
+--- request
+GET /v1/users/off/devices
+--- response_body_like chomp
+"badge":1,
+--- error_log
+cannot connect to 127.0.0.1
+ConnectionFailed
+
+
+
+=== TEST 11: a server certificate that does not verify: nothing is sent
+--- http_config eval
+Timpush::Push::simulator(cert => 'untrusted') . "timpush_apns_timeout 1s;\n"
+--- init
+Timpush::Push::clear_log();
+Timpush::Push::register('untr', 'ef' x 32, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'untr', elems => [{ type => 'text', text => 'secret' }] });
+Test::More::is($res->{results}[0]{status}, 502, '502');
+Test::More::is($res->{results}[0]{reason}, 'CertificateNotTrusted',
+               'CertificateNotTrusted');
+Test::More::is(scalar @{Timpush::Push::mock_log()}, 0, 'nothing delivered');
+--- request
+GET /mock/log
+--- response_body
+{"notifications":[]}
+--- error_log
+the server certificate is not trusted
