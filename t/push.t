@@ -220,7 +220,7 @@ Timpush::Push::register('gone', $t, 1002);
 my ($status, $res) = Timpush::Push::push_message({
     to => 'gone', elems => [{ type => 'text', text => 'z' }] });
 Test::More::is($res->{failed}, 1, 'one failed');
-Test::More::is($res->{results}[0]{status}, 410, '410');
+Test::More::is($res->{results}[0]{status}, 410, 'status 410');
 Test::More::is($res->{results}[0]{reason}, 'Unregistered', 'Unregistered');
 Test::More::ok($res->{results}[0]{removed}, 'removed');
 Test::More::is(scalar @{Timpush::Push::mock_log($t)}, 0, 'nothing accepted');
@@ -241,7 +241,7 @@ my $t = 'bad0' . ('1' x 60);
 Timpush::Push::register('badtok', $t, 2001);
 my ($status, $res) = Timpush::Push::push_message({
     to => 'badtok', elems => [{ type => 'text', text => 'z' }] });
-Test::More::is($res->{results}[0]{status}, 400, '400');
+Test::More::is($res->{results}[0]{status}, 400, 'status 400');
 Test::More::is($res->{results}[0]{reason}, 'BadDeviceToken', 'BadDeviceToken');
 Test::More::ok($res->{results}[0]{removed}, 'removed');
 --- request
@@ -254,19 +254,19 @@ device bad011...1111 removed: BadDeviceToken (a sandbox token sent to production
 
 
 === TEST 10: APNs unreachable: 502 ConnectionFailed within the timeout, nothing lost silently
---- http_config
-# no simulator
-upstream nowhere { server 127.0.0.1:$TEST_NGINX_APNS_PORT; }
+--- http_config eval
+"# no simulator
+upstream nowhere { server 127.0.0.1:\$TEST_NGINX_APNS_PORT; }
 timpush_apns_upstream sandbox nowhere;
 timpush_apns_upstream production nowhere;
-timpush_apns_timeout 1s;
+timpush_apns_timeout " . Timpush::Push::short_timeout() . ";\n"
 --- init
 Timpush::Push::register('off', 'ee' x 32, 1001);
 my ($status, $res) = Timpush::Push::push_message({
     to => 'off', elems => [{ type => 'text', text => 'z' }] });
 Test::More::is($status, 200, 'answered');
 Test::More::is($res->{failed}, 1, 'failed');
-Test::More::is($res->{results}[0]{status}, 502, '502');
+Test::More::is($res->{results}[0]{status}, 502, 'status 502');
 Test::More::is($res->{results}[0]{reason}, 'ConnectionFailed', 'ConnectionFailed');
 --- request
 GET /v1/users/off/devices
@@ -280,13 +280,14 @@ ConnectionFailed
 
 === TEST 11: a server certificate that does not verify: nothing is sent
 --- http_config eval
-Timpush::Push::simulator(cert => 'untrusted') . "timpush_apns_timeout 1s;\n"
+Timpush::Push::simulator(cert => 'untrusted')
+. "timpush_apns_timeout " . Timpush::Push::short_timeout() . ";\n"
 --- init
 Timpush::Push::clear_log();
 Timpush::Push::register('untr', 'ef' x 32, 1001);
 my ($status, $res) = Timpush::Push::push_message({
     to => 'untr', elems => [{ type => 'text', text => 'secret' }] });
-Test::More::is($res->{results}[0]{status}, 502, '502');
+Test::More::is($res->{results}[0]{status}, 502, 'status 502');
 Test::More::is($res->{results}[0]{reason}, 'CertificateNotTrusted',
                'CertificateNotTrusted');
 Test::More::is(scalar @{Timpush::Push::mock_log()}, 0, 'nothing delivered');

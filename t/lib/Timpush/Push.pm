@@ -7,9 +7,12 @@ package Timpush::Push;
 use strict;
 use warnings;
 
+use File::Temp ();
 use HTTP::Tiny;
 use IO::Socket::INET;
 use JSON::PP ();
+use POSIX ();
+use Time::HiRes ();
 
 my $http = HTTP::Tiny->new(timeout => 60, keep_alive => 1);
 
@@ -38,6 +41,11 @@ server {
 CONF
 }
 
+# a deadline for the blocks that wait for one: short, unless under valgrind
+sub short_timeout {
+    return $ENV{TEST_NGINX_USE_VALGRIND} ? '20s' : '1s';
+}
+
 sub url {
     my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
     return "http://127.0.0.1:$port$_[0]";
@@ -60,38 +68,74 @@ sub register {
 }
 
 # n users <prefix>0..<prefix>(n-1), one device each, registered with
-# pipelined requests on one connection; returns the tokens
+# pipelined requests, 500 per connection (nginx closes a connection after
+# keepalive_requests); returns the tokens
 sub register_many {
-    my ($prefix, $n, $business_id) = @_;
-    my $port = $ENV{TEST_NGINX_SERVER_PORT} || 1984;
+    my ($prefix, $n, $business_id, $port) = @_;
+    $port ||= $ENV{TEST_NGINX_SERVER_PORT} || 1984;
     my $body = "{\"business_id\":$business_id}";
-    my (@tokens, $out);
+    my @tokens = map { sprintf '%064x', 0xa0000000 + $_ } 0 .. $n - 1;
 
-    for my $i (0 .. $n - 1) {
-        my $token = sprintf '%064x', 0xa0000000 + $i;
-        push @tokens, $token;
-        $out .= "PUT /v1/users/$prefix$i/devices/$token HTTP/1.1\r\n"
-                . "Host: localhost\r\nContent-Length: " . length($body)
-                . ($i == $n - 1 ? "\r\nConnection: close" : '')
-                . "\r\n\r\n$body";
+    for (my $first = 0; $first < $n; $first += 500) {
+        my $last = $first + 499 < $n - 1 ? $first + 499 : $n - 1;
+        my $out = '';
+
+        for my $i ($first .. $last) {
+            $out .= "PUT /v1/users/$prefix$i/devices/$tokens[$i] HTTP/1.1\r\n"
+                    . "Host: localhost\r\nContent-Length: " . length($body)
+                    . ($i == $last ? "\r\nConnection: close" : '')
+                    . "\r\n\r\n$body";
+        }
+
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                      Timeout => 10) or die "connect: $!";
+        print $s $out;
+        local $/;
+        my $in = <$s>;
+        close $s;
+
+        my $ok = () = $in =~ m{^HTTP/1\.1 200 }mg;
+        die "register_many: $ok of " . ($last - $first + 1) . " registered"
+            unless $ok == $last - $first + 1;
     }
-
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
-                                  Timeout => 10) or die "connect: $!";
-    print $s $out;
-    local $/;
-    my $in = <$s>;
-    close $s;
-
-    my $ok = () = $in =~ m{^HTTP/1\.1 200 }mg;
-    die "register_many: $ok of $n registered" unless $ok == $n;
 
     return @tokens;
 }
 
+
 sub push_message {
-    my ($body) = @_;
+    my ($body, $port) = @_;
+    if ($port) {
+        my $res = HTTP::Tiny->new(timeout => 120)->post(
+            "http://127.0.0.1:$port/v1/push",
+            { content => JSON::PP::encode_json($body) });
+        return ($res->{status}, eval { JSON::PP::decode_json($res->{content}) },
+                $res->{content});
+    }
     return call('POST', '/v1/push', JSON::PP::encode_json($body));
+}
+
+# a push from a child process, while the caller does something else;
+# push_wait() gives its (status, answer)
+sub push_async {
+    my ($body, $port) = @_;
+    my $file = File::Temp->new;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my ($status, undef, $raw) = push_message($body, $port);
+        open my $fh, '>', $file->filename;
+        print $fh "$status\n", $raw // '';
+        close $fh;
+        POSIX::_exit(0);
+    }
+    return { pid => $pid, file => $file };
+}
+
+sub push_wait {
+    my ($h) = @_;
+    waitpid $h->{pid}, 0;
+    my ($status, $raw) = split /\n/, slurp($h->{file}->filename), 2;
+    return ($status, eval { JSON::PP::decode_json($raw) });
 }
 
 sub mock_log {
@@ -103,6 +147,108 @@ sub mock_log {
 
 sub clear_log {
     call('DELETE', '/mock/log');
+}
+
+# Another nginx, beside the one of the block: a simulator that can be
+# stopped, or a gateway to reload.  The http block is given; the rest is
+# made here.  Returns a handle for stop_nginx() and signal_nginx().
+sub start_nginx {
+    my (%o) = @_;
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $module = $ENV{TEST_NGINX_MODULE};
+    my $master = $o{master} ? 'on' : 'off';
+
+    mkdir "$dir/logs";
+    open my $fh, '>', "$dir/nginx.conf" or die "$dir: $!";
+    print $fh <<"CONF";
+load_module $module;
+daemon off;
+master_process $master;
+worker_processes 1;
+error_log $dir/logs/error.log info;
+pid $dir/logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    $o{http}
+}
+CONF
+    close $fh;
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', "$dir/logs/stdout";
+        open STDERR, '>', "$dir/logs/stderr";
+        my $bin = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+        { exec $bin, '-p', "$dir/", '-c', "$dir/nginx.conf" };
+        POSIX::_exit(127);
+    }
+
+    my $h = { pid => $pid, dir => $dir };
+    wait_port($o{port}) or die "nginx did not start: "
+                                . slurp("$dir/logs/stderr");
+    return $h;
+}
+
+sub wait_port {
+    my ($port, $gone) = @_;
+    for (1 .. 600) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+        close $s if $s;
+        return 1 if $gone ? !$s : $s;
+        Time::HiRes::sleep(0.05);
+    }
+    return 0;
+}
+
+sub signal_nginx {
+    my ($h, $sig) = @_;
+    kill $sig, $h->{pid};
+}
+
+sub stop_nginx {
+    my ($h) = @_;
+    return unless $h && $h->{pid};
+    kill 'QUIT', $h->{pid};
+    for (1 .. 200) {
+        return delete $h->{pid} if waitpid($h->{pid}, POSIX::WNOHANG()) > 0;
+        Time::HiRes::sleep(0.05);
+    }
+    kill 'KILL', $h->{pid};
+    waitpid $h->{pid}, 0;
+    delete $h->{pid};
+}
+
+sub slurp {
+    open my $fh, '<', $_[0] or return '';
+    local $/;
+    return <$fh>;
+}
+
+# a standalone simulator on $port, its log on plain HTTP at $log_port
+sub start_simulator {
+    my ($port, $log_port) = @_;
+    my $certs = $ENV{TEST_NGINX_CERT_DIR};
+    my $server = simulator(extra => 'keepalive_requests 1000000;');
+    $server =~ s/\$TEST_NGINX_APNS_PORT/$port/;
+    return start_nginx(port => $port, http => <<"CONF");
+$server
+server {
+    listen 127.0.0.1:$log_port;
+    location = /mock/log { timpush_apns_mock_log; }
+}
+CONF
+}
+
+sub simulator_log {
+    my ($log_port) = @_;
+    my $res = $http->get("http://127.0.0.1:$log_port/mock/log");
+    return JSON::PP::decode_json($res->{content})->{notifications};
 }
 
 1;

@@ -56,8 +56,17 @@ Test::Nginx::Socket::add_block_preprocessor(sub {
                          ++$seq;
     my $head = '';
 
+    # valgrind makes everything ~50 times slower: the deadlines of blocks
+    # that do not test deadlines grow accordingly
+    my $slow = $ENV{TEST_NGINX_USE_VALGRIND};
+
     if ($http !~ /timpush_redis/) {
-        $head .= "timpush_redis 127.0.0.1:$redis prefix=$prefix timeout=2s;\n";
+        $head .= "timpush_redis 127.0.0.1:$redis prefix=$prefix timeout="
+                 . ($slow ? '30s' : '2s') . ";\n";
+    }
+
+    if ($slow && $http !~ /timpush_apns_timeout/) {
+        $head .= "timpush_apns_timeout 60s;\n";
     }
 
     # APNs: the simulator of the block (if it has one) on TEST_NGINX_APNS_PORT
