@@ -297,3 +297,71 @@ GET /mock/log
 {"notifications":[]}
 --- error_log
 the server certificate is not trusted
+
+
+
+=== TEST 12: the server allows 4 concurrent streams: 200 notifications still all delivered
+--- http_config eval
+Timpush::Push::simulator(extra => 'http2_max_concurrent_streams 4; keepalive_requests 100000;')
+. "timpush_apns_connections 1;\n"
+--- init
+Timpush::Push::clear_log();
+Timpush::Push::register_many('mcs', 200, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "mcs$_" } 0 .. 199], elems => [{ type => 'text', text => 'm' }] });
+Test::More::is($res->{sent}, 200, '200 sent');
+my $log = Timpush::Push::mock_log();
+my %tokens = map { $_->{token} => 1 } @$log;
+Test::More::is(scalar keys %tokens, 200, 'each device once');
+Test::More::is(scalar @$log, 200, 'nothing doubled');
+--- request
+GET /v1/users/mcs0/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 13: the queue is full (timpush_apns_queue 10): the rest are answered 503 Overloaded, not lost
+--- http_config eval
+Timpush::Push::simulator() . "timpush_apns_queue 10;\n"
+--- init
+Timpush::Push::clear_log();
+Timpush::Push::register_many('q', 50, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "q$_" } 0 .. 49], elems => [{ type => 'text', text => 'q' }] });
+Test::More::is($res->{sent} + $res->{failed}, 50, 'every device answered');
+Test::More::cmp_ok($res->{failed}, '>', 0, 'some refused');
+my @over = grep { ($_->{status} // 0) == 503 } @{$res->{results}};
+Test::More::is(scalar @over, $res->{failed}, 'refused ones: 503');
+Test::More::is($over[0]{reason}, 'Overloaded', 'reason Overloaded');
+Test::More::is(scalar @{Timpush::Push::mock_log()}, $res->{sent},
+               'the simulator got exactly the ones sent');
+--- request
+GET /mock/log
+--- response_body_like chomp
+"notifications":\[\{
+--- no_error_log
+[error]
+
+
+
+=== TEST 14: ExpiredProviderToken for a token made just now: not made again (APNs allows one per 20 minutes), one clear log line
+--- http_config eval
+Timpush::Push::simulator(rules => 'timpush_apns_mock_rule 0e0e 403 ExpiredProviderToken;')
+--- init
+my $t = '0e0e' . ('2' x 60);
+Timpush::Push::register('exp', $t, 2001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'exp', elems => [{ type => 'text', text => 'e' }] });
+Test::More::is($res->{results}[0]{status}, 403, 'status 403');
+Test::More::is($res->{results}[0]{reason}, 'ExpiredProviderToken',
+               'reason ExpiredProviderToken');
+Test::More::ok(!$res->{results}[0]{removed}, 'the device is kept');
+--- request
+GET /v1/users/exp/devices
+--- response_body_like chomp
+"token":"0e0e2222
+--- error_log eval
+qr/credential 2001: APNs says the token made \d+ s ago expired; is the clock right\?/
