@@ -70,6 +70,7 @@ typedef struct {
     nghttp2_session                   *session;
     ngx_uint_t                         state;
     ngx_uint_t                         streams;
+    ngx_uint_t                         answers;   /* streams answered */
     ngx_queue_t                        inflight;  /* notes on streams */
     ngx_queue_t                        answered;  /* notes, after recv */
     ngx_pool_t                        *pool;
@@ -122,6 +123,7 @@ static ngx_http_timpush_apns_peer_t *ngx_http_timpush_apns_next_peer(
 static void ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc);
 static void ngx_http_timpush_apns_connected(ngx_event_t *ev);
 static void ngx_http_timpush_apns_handshake(ngx_connection_t *c);
+static void ngx_http_timpush_apns_handshaked(ngx_connection_t *c);
 static ngx_int_t ngx_http_timpush_apns_verify(
     ngx_http_timpush_apns_conn_t *hc);
 static ngx_int_t ngx_http_timpush_apns_session(
@@ -991,6 +993,7 @@ ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc)
     hc->peer = ngx_http_timpush_apns_next_peer(ch);
     hc->state = NGX_HTTP_TIMPUSH_APNS_CONNECTING;
     hc->handshaken = 0;
+    hc->answers = 0;
     hc->out_pos = 0;
     hc->out_last = 0;
     hc->ping_sent = 0;
@@ -1095,13 +1098,31 @@ ngx_http_timpush_apns_connected(ngx_event_t *ev)
 static void
 ngx_http_timpush_apns_handshake(ngx_connection_t *c)
 {
-    ngx_int_t                      rc;
-    ngx_http_timpush_apns_conn_t  *hc = c->data;
+    ngx_int_t  rc;
 
     rc = ngx_ssl_handshake(c);
 
     if (rc == NGX_AGAIN) {
-        c->ssl->handler = ngx_http_timpush_apns_handshake;
+        c->ssl->handler = ngx_http_timpush_apns_handshaked;
+        return;
+    }
+
+    ngx_http_timpush_apns_handshaked(c);
+}
+
+
+/* also called by nginx when the handshake is over or timed out */
+
+static void
+ngx_http_timpush_apns_handshaked(ngx_connection_t *c)
+{
+    ngx_http_timpush_apns_conn_t  *hc = c->data;
+
+    if (c->read->timedout || c->write->timedout) {
+        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
+                      "timpush apns: %V: TLS handshake timed out",
+                      &hc->peer->name);
+        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
         return;
     }
 
@@ -1109,7 +1130,7 @@ ngx_http_timpush_apns_handshake(ngx_connection_t *c)
         ngx_del_timer(c->write);
     }
 
-    if (rc != NGX_OK || !c->ssl->handshaked) {
+    if (!c->ssl->handshaked) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "timpush apns: %V: TLS handshake failed",
                       &hc->peer->name);
@@ -1422,6 +1443,13 @@ ngx_http_timpush_apns_idle(ngx_http_timpush_apns_conn_t *hc)
     }
 
     if (hc->state == NGX_HTTP_TIMPUSH_APNS_DRAINING && hc->streams == 0) {
+
+        if (hc->answers == 0) {
+            /* sent away before answering anything: not at once again */
+            ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
+            return;
+        }
+
         ngx_http_timpush_apns_close(hc);
 
         /* its replacement, if notifications wait */
@@ -1951,6 +1979,10 @@ ngx_http_timpush_apns_on_close(nghttp2_session *session, int32_t stream_id,
 
     nghttp2_session_set_stream_user_data(session, stream_id, NULL);
     ngx_queue_remove(&note->link);
+
+    if (note->status) {
+        hc->answers++;
+    }
 
     if (note->status == 0 && error_code == NGHTTP2_REFUSED_STREAM) {
         /* not processed (GOAWAY, REFUSED_STREAM): send it again now */
