@@ -126,6 +126,8 @@ char *ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_timpush_credential_t *ngx_http_timpush_credential_find(
     ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t id);
+ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
+    ngx_str_t *uid);
 
 
 /* JSON (json.c) */
@@ -153,6 +155,8 @@ ngx_int_t ngx_http_timpush_api_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_timpush_api_send(ngx_http_request_t *r,
     ngx_uint_t status, yajl_gen g);
+ngx_int_t ngx_http_timpush_api_store_error(ngx_http_request_t *r,
+    ngx_int_t rc);
 u_char *ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token);
 
 

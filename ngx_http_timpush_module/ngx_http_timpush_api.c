@@ -93,6 +93,8 @@ static int ngx_libc_cdecl ngx_http_timpush_device_cmp(const void *one,
 
 static ngx_int_t ngx_http_timpush_api_send_header(ngx_http_request_t *r,
     ngx_uint_t status, off_t len);
+static ngx_int_t ngx_http_timpush_api_output(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_buf_t *b);
 static ngx_buf_t *ngx_http_timpush_json_buf(ngx_http_request_t *r,
     yajl_gen g);
 static ngx_int_t ngx_http_timpush_api_error_json(ngx_http_request_t *r,
@@ -846,24 +848,32 @@ ngx_http_timpush_api_run(ngx_http_request_t *r,
                                     ngx_http_timpush_api_reply, r,
                                     &ctx->cmd);
 
-    switch (rc) {
-
-    case NGX_OK:
+    if (rc == NGX_OK) {
         return NGX_DONE;
+    }
 
-    case NGX_BUSY:
+    ctx->cmd = NULL;
+
+    return ngx_http_timpush_api_store_error(r, rc);
+}
+
+
+/* a command could not be queued: NGX_BUSY, or Redis is not there */
+
+ngx_int_t
+ngx_http_timpush_api_store_error(ngx_http_request_t *r, ngx_int_t rc)
+{
+    if (rc == NGX_BUSY) {
         return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                           "overloaded",
                                           "too many requests are waiting "
                                           "for Redis; retry later");
-
-    default:
-        ctx->cmd = NULL;
-        return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "store_unavailable", "%s",
-                                          ngx_http_timpush_store_strerror(
-                                                               NGX_DECLINED));
     }
+
+    return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "store_unavailable", "%s",
+                                      ngx_http_timpush_store_strerror(
+                                                               NGX_DECLINED));
 }
 
 
@@ -1177,14 +1187,25 @@ ngx_int_t
 ngx_http_timpush_api_send(ngx_http_request_t *r, ngx_uint_t status,
     yajl_gen g)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_buf_t  *b;
 
     b = ngx_http_timpush_json_buf(r, g);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    return ngx_http_timpush_api_output(r, status, b);
+}
+
+
+/* the status, JSON headers and the buffer b, the whole answer */
+
+static ngx_int_t
+ngx_http_timpush_api_output(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b)
+{
+    ngx_int_t     rc;
+    ngx_chain_t   out;
 
     rc = ngx_http_timpush_api_send_header(r, status, b->last - b->pos);
 
@@ -1285,7 +1306,6 @@ ngx_int_t
 ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_buf_t                   *b;
-    ngx_chain_t                  out;
     ngx_http_timpush_api_ctx_t  *ctx;
 
     if (rc != NGX_DECLINED) {
@@ -1301,17 +1321,7 @@ ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_timpush_api_send_header(r, ctx->error_status,
-                                          b->last - b->pos);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_timpush_api_output(r, ctx->error_status, b);
 }
 
 

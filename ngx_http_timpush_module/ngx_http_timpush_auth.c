@@ -34,8 +34,6 @@ static char *ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred);
 static ngx_int_t ngx_http_timpush_read_password(ngx_conf_t *cf,
     ngx_str_t *file, ngx_str_t *password);
-static ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
-    ngx_str_t *uid);
 static ngx_int_t ngx_http_timpush_check_id(ngx_str_t *s);
 static int ngx_http_timpush_no_password(char *buf, int size, int rwflag,
     void *u);
@@ -582,7 +580,9 @@ ngx_http_timpush_read_password(ngx_conf_t *cf, ngx_str_t *file,
 }
 
 
-static ngx_int_t
+/* NGX_DECLINED: the subject has no UID */
+
+ngx_int_t
 ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert, ngx_str_t *uid)
 {
     int               i, n;

@@ -30,6 +30,11 @@
 #include <yajl/yajl_tree.h>
 
 
+/* the subject UID of a certificate: shared with the credentials (auth.c) */
+ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
+    ngx_str_t *uid);
+
+
 #define NGX_HTTP_TIMPUSH_MOCK_PAYLOAD        4096
 #define NGX_HTTP_TIMPUSH_MOCK_PAYLOAD_VOIP   5120
 #define NGX_HTTP_TIMPUSH_MOCK_COLLAPSE_ID    64
@@ -164,8 +169,6 @@ static ngx_int_t ngx_http_timpush_mock_collect_headers(ngx_http_request_t *r,
     ngx_http_timpush_mock_ctx_t *ctx);
 static ngx_uint_t ngx_http_timpush_mock_check_auth(ngx_http_request_t *r,
     ngx_http_timpush_mock_loc_conf_t *mlcf, ngx_http_timpush_mock_ctx_t *ctx);
-static ngx_int_t ngx_http_timpush_mock_cert_uid(ngx_http_request_t *r,
-    X509 *cert, ngx_str_t *uid);
 static ngx_uint_t ngx_http_timpush_mock_check_jwt(ngx_http_request_t *r,
     ngx_http_timpush_mock_loc_conf_t *mlcf, ngx_str_t *value);
 static ngx_int_t ngx_http_timpush_mock_verify_jwt(ngx_http_request_t *r,
@@ -663,7 +666,7 @@ ngx_http_timpush_mock_check_auth(ngx_http_request_t *r,
                 return NGX_HTTP_TIMPUSH_MOCK_BAD_CERTIFICATE;
             }
 
-            rc = ngx_http_timpush_mock_cert_uid(r, cert, &ctx->allowed);
+            rc = ngx_http_timpush_cert_uid(r->pool, cert, &ctx->allowed);
 
             if (rc == NGX_DECLINED) {
                 ctx->allowed = mlcf->topic;
@@ -685,48 +688,6 @@ ngx_http_timpush_mock_check_auth(ngx_http_request_t *r,
 
     return ngx_http_timpush_mock_check_jwt(r, mlcf,
                                            &r->headers_in.authorization->value);
-}
-
-
-static ngx_int_t
-ngx_http_timpush_mock_cert_uid(ngx_http_request_t *r, X509 *cert,
-    ngx_str_t *uid)
-{
-    int               idx, len;
-    u_char           *utf8;
-    X509_NAME        *name;
-    X509_NAME_ENTRY  *entry;
-
-    name = X509_get_subject_name(cert);
-    if (name == NULL) {
-        return NGX_DECLINED;
-    }
-
-    idx = X509_NAME_get_index_by_NID(name, NID_userId, -1);
-    if (idx < 0) {
-        return NGX_DECLINED;
-    }
-
-    entry = X509_NAME_get_entry(name, idx);
-
-    len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
-    if (len <= 0) {
-        ERR_clear_error();
-        return NGX_DECLINED;
-    }
-
-    uid->data = ngx_pnalloc(r->pool, len);
-    if (uid->data == NULL) {
-        OPENSSL_free(utf8);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(uid->data, utf8, len);
-    uid->len = len;
-
-    OPENSSL_free(utf8);
-
-    return NGX_OK;
 }
 
 

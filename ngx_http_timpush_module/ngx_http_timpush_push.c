@@ -139,22 +139,9 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
 
     push->nrcpts = push->msg.to.nelts;
 
-    switch (ngx_http_timpush_store_room(push->nrcpts)) {
-
-    case NGX_OK:
-        break;
-
-    case NGX_BUSY:
-        return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "overloaded",
-                                          "too many requests are waiting "
-                                          "for Redis; retry later");
-
-    default:
-        return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "store_unavailable", "%s",
-                                          ngx_http_timpush_store_strerror(
-                                                              NGX_DECLINED));
+    rc = ngx_http_timpush_store_room(push->nrcpts);
+    if (rc != NGX_OK) {
+        return ngx_http_timpush_api_store_error(r, rc);
     }
 
     push->rcpts = ngx_pcalloc(r->pool, push->nrcpts

@@ -1234,18 +1234,17 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
     if (v) {
         /* digits only: no sign, fraction or exponent; at most 18 of them */
 
-        p = v->str.data;
-        last = p + v->str.len;
-        e = 0;
-
         if (v->type != NGX_HTTP_TIMPUSH_JSON_NUMBER
             || v->str.len == 0 || v->str.len > 18
-            || (v->str.len > 1 && *p == '0'))
+            || (v->str.len > 1 && v->str.data[0] == '0'))
         {
             goto invalid;
         }
 
-        for ( /* void */ ; p < last; p++) {
+        e = 0;
+        last = v->str.data + v->str.len;
+
+        for (p = v->str.data; p < last; p++) {
             if (*p < '0' || *p > '9') {
                 goto invalid;
             }
