@@ -1758,7 +1758,7 @@ ngx_http_timpush_apns_deadline_handler(ngx_event_t *ev)
 
     ngx_http_timpush_apns_detach(note);
 
-    if (note->status == 0 || note->status == 200) {
+    if (note->status == 0) {
         /* never answered: say why if the connection is what failed */
 
         if (note->attempts == 0) {

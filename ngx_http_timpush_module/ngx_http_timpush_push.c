@@ -42,7 +42,6 @@ typedef struct ngx_http_timpush_recipient_s {
     ngx_http_timpush_device_note_t     *devices;
     ngx_uint_t                          ndevices;
     const char                         *error;
-    unsigned                            pending:1;
 } ngx_http_timpush_recipient_t;
 
 
@@ -192,7 +191,6 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
             continue;
         }
 
-        rcpt->pending = 1;
         push->pending++;
     }
 
@@ -253,7 +251,6 @@ ngx_http_timpush_push_devices(void *data, redisReply *reply, ngx_int_t rc)
 
     push = rcpt->push;
     rcpt->cmd = NULL;
-    rcpt->pending = 0;
 
     /* the recipient's own pending count is kept until its loop is over */
 

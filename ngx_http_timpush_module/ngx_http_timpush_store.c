@@ -46,7 +46,6 @@ typedef struct {
     ngx_msec_t                           backoff;
     ngx_msec_t                           last_reply;
     ngx_uint_t                           pending;
-    ngx_uint_t                           connected;
     ngx_uint_t                           exiting;
     u_char                               sha[NGX_HTTP_TIMPUSH_SCRIPT_LAST]
                                              [SHA_DIGEST_LENGTH * 2];
@@ -346,7 +345,6 @@ ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
 
     st->ac = ac;
     st->conn = c;
-    st->connected = 0;
     st->last_reply = ngx_current_msec;
 
     ac->data = st;
@@ -414,7 +412,6 @@ ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
                       "timpush: Redis %V: connected", &st->conf->name);
     }
 
-    st->connected = 1;
     st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
     st->last_reply = ngx_current_msec;
 }
@@ -433,7 +430,6 @@ ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
     }
 
     st->ac = NULL;
-    st->connected = 0;
     ngx_http_timpush_store_schedule(st);
 }
 
@@ -774,8 +770,7 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
 
         if (st->ac == ac) {
             st->ac = NULL;
-            st->connected = 0;
-            ngx_http_timpush_store_schedule(st);
+                    ngx_http_timpush_store_schedule(st);
         }
     }
 }
