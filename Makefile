@@ -5,6 +5,7 @@
 #   make stop    stop what "make run" started
 #   make test    install what is missing, build, run every suite
 #   make test-valgrind   the same suites with nginx under valgrind
+#   make unit    the rendering unit tests; make fuzz: the push-body fuzzer
 
 SHELL := /bin/bash
 
@@ -26,7 +27,7 @@ DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 	valgrind
 
 .PHONY: all build deps deps-test certs test test-valgrind run stop clean \
-	static
+	static unit fuzz
 
 all: build
 
@@ -76,6 +77,14 @@ test: deps-test build certs
 
 test-valgrind: deps-test build certs
 	@TEST_NGINX_USE_VALGRIND=1 ./t/run.sh
+
+# the rendering unit tests alone (make test runs them too)
+unit: build
+	@$(MAKE) -s -f t/unit/Makefile check
+
+# the push-body fuzzer (clang's libFuzzer), FUZZ_TIME seconds
+fuzz: build
+	@t/fuzz/run.sh $(or $(FUZZ_TIME),600)
 
 run: build certs
 	@./conf-examples/run.sh start

@@ -10,6 +10,10 @@
 #include "ngx_http_timpush.h"
 
 
+#define NGX_HTTP_TIMPUSH_JSON_DEPTH  32
+
+
+static ngx_int_t ngx_http_timpush_json_depth(u_char *p, u_char *last);
 static void ngx_http_timpush_json_tree_cleanup(void *data);
 static void ngx_http_timpush_json_gen_cleanup(void *data);
 
@@ -30,6 +34,11 @@ ngx_http_timpush_json_parse(ngx_pool_t *pool, u_char *data, size_t len,
 
     if (ngx_strlchr(data, data + len, '\0') != NULL) {
         ngx_cpystrn(err, (u_char *) "NUL byte in the body", errlen);
+        return NULL;
+    }
+
+    if (ngx_http_timpush_json_depth(data, data + len) != NGX_OK) {
+        ngx_cpystrn(err, (u_char *) "nested deeper than 32 levels", errlen);
         return NULL;
     }
 
@@ -67,6 +76,61 @@ ngx_http_timpush_json_parse(ngx_pool_t *pool, u_char *data, size_t len,
     cln->data = v;
 
     return v;
+}
+
+
+/*
+ * yajl_tree_free() recurses: a body of nothing but "[[[[..." would take
+ * the worker's stack.  Our bodies are shallow; deeper ones are refused
+ * before a tree is built.  Brackets inside strings do not count.
+ */
+
+static ngx_int_t
+ngx_http_timpush_json_depth(u_char *p, u_char *last)
+{
+    ngx_uint_t  depth, in_string;
+
+    depth = 0;
+    in_string = 0;
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (in_string) {
+            if (*p == '\\') {
+                p++;
+
+            } else if (*p == '"') {
+                in_string = 0;
+            }
+
+            continue;
+        }
+
+        switch (*p) {
+
+        case '"':
+            in_string = 1;
+            break;
+
+        case '[':
+        case '{':
+            if (++depth > NGX_HTTP_TIMPUSH_JSON_DEPTH) {
+                return NGX_DECLINED;
+            }
+
+            break;
+
+        case ']':
+        case '}':
+            if (depth) {
+                depth--;
+            }
+
+            break;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -349,6 +349,11 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     note->payload[0] = push->payload.head;
 
     if (push->payload.has_badge) {
+        /* the payload was cut to fit the widest badge, and no wider */
+        if ((uint64_t) dn->badge > NGX_HTTP_TIMPUSH_BADGE_MAX) {
+            dn->badge = NGX_HTTP_TIMPUSH_BADGE_MAX;
+        }
+
         p = ngx_sprintf(dn->digits, "%L", dn->badge);
         note->payload[1].data = dn->digits;
         note->payload[1].len = p - dn->digits;
