@@ -179,6 +179,15 @@ Test::More::is($h->{'apns-collapse-id'}, 'c' x 64, 'apns-collapse-id');
 Test::More::is($n->{headers}{'apns-topic'}, 'com.example.chat.voip',
                'VoIP: the .voip topic');
 Test::More::is($n->{headers}{'apns-push-type'}, 'voip', 'VoIP: push type');
+($res, $n) = Timpush::Push::render('bg', {
+    elems => [{ type => 'custom', data => 'x' }],
+    offline_push => { content_available => JSON::PP::true } });
+Test::More::is_deeply($n->{payload}, { aps => { 'content-available' => 1 } },
+                      'background: content-available only');
+Test::More::is($n->{headers}{'apns-push-type'}, 'background',
+               'background: push type');
+Test::More::is($n->{headers}{'apns-priority'}, '5', 'background: priority 5');
+Test::More::ok(!exists $res->{results}[0]{badge}, 'background: no badge');
 
 
 
