@@ -202,6 +202,14 @@ Test::More::like($alert, qr/^Denny: (?:\x{1F600})+\x{2026}\z/,
                  'whole emoji, then the ellipsis');
 Test::More::cmp_ok(length(JSON::PP::encode_json($n->{payload})), '<=', 4096,
                    'the payload fits in 4096 bytes');
+Timpush::Push::clear_log();
+my $status;
+($status, $res) = Timpush::Push::push_message({ to => 'long',
+    elems => [{ type => 'text', text => 'x' }],
+    offline_push => { ext => 'e' x 5000 } });
+Test::More::is($status, 413, 'ext alone too big: 413');
+Test::More::is($res->{error}{code}, 'payload_too_large', 'payload_too_large');
+Test::More::is(scalar @{Timpush::Push::mock_log()}, 0, 'nothing sent');
 
 
 
