@@ -6,6 +6,7 @@
 #   make test    install what is missing, build, run every suite
 #   make test-valgrind   the same suites with nginx under valgrind
 #   make unit    the rendering unit tests; make fuzz: the push-body fuzzer
+#   make bench   the benchmarks (bench/README.md)
 
 SHELL := /bin/bash
 
@@ -27,7 +28,7 @@ DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 	valgrind
 
 .PHONY: all build deps deps-test certs test test-valgrind run stop clean \
-	static unit fuzz
+	static unit fuzz bench bench-profile
 
 all: build
 
@@ -85,6 +86,13 @@ unit: build
 # the push-body fuzzer (clang's libFuzzer), FUZZ_TIME seconds
 fuzz: build
 	@t/fuzz/run.sh $(or $(FUZZ_TIME),600)
+
+# the benchmarks of bench/README.md: the table goes to bench/results.md
+bench:
+	@./bench/run.sh
+
+bench-profile:
+	@./bench/run.sh profile
 
 run: build certs
 	@./conf-examples/run.sh start

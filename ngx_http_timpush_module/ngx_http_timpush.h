@@ -144,6 +144,8 @@ ngx_int_t ngx_http_timpush_json_key_int(yajl_gen g, const char *key,
 ngx_int_t ngx_http_timpush_json_key_bool(yajl_gen g, const char *key,
     ngx_uint_t value);
 yajl_val ngx_http_timpush_json_get(yajl_val obj, const char *key);
+size_t ngx_http_timpush_json_escape_len(ngx_str_t *s);
+u_char *ngx_http_timpush_json_escape(u_char *dst, ngx_str_t *s);
 
 
 /* REST API (api.c) */
@@ -155,6 +157,8 @@ ngx_int_t ngx_http_timpush_api_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_timpush_api_send(ngx_http_request_t *r,
     ngx_uint_t status, yajl_gen g);
+ngx_int_t ngx_http_timpush_api_send_buf(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_buf_t *b);
 ngx_int_t ngx_http_timpush_api_store_error(ngx_http_request_t *r,
     ngx_int_t rc);
 u_char *ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token);

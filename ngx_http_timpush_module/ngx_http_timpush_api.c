@@ -93,8 +93,7 @@ static int ngx_libc_cdecl ngx_http_timpush_device_cmp(const void *one,
 
 static ngx_int_t ngx_http_timpush_api_send_header(ngx_http_request_t *r,
     ngx_uint_t status, off_t len);
-static ngx_int_t ngx_http_timpush_api_output(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_buf_t *b);
+
 static ngx_buf_t *ngx_http_timpush_json_buf(ngx_http_request_t *r,
     yajl_gen g);
 static ngx_int_t ngx_http_timpush_api_error_json(ngx_http_request_t *r,
@@ -1194,14 +1193,14 @@ ngx_http_timpush_api_send(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_timpush_api_output(r, status, b);
+    return ngx_http_timpush_api_send_buf(r, status, b);
 }
 
 
 /* the status, JSON headers and the buffer b, the whole answer */
 
-static ngx_int_t
-ngx_http_timpush_api_output(ngx_http_request_t *r, ngx_uint_t status,
+ngx_int_t
+ngx_http_timpush_api_send_buf(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t *b)
 {
     ngx_int_t     rc;
@@ -1321,7 +1320,7 @@ ngx_http_timpush_api_finish(ngx_http_request_t *r, ngx_int_t rc)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_timpush_api_output(r, ctx->error_status, b);
+    return ngx_http_timpush_api_send_buf(r, ctx->error_status, b);
 }
 
 

@@ -112,6 +112,7 @@ static void ngx_http_timpush_apns_peer_host(ngx_str_t *server,
     ngx_str_t *host);
 static ngx_int_t ngx_http_timpush_apns_ssl(ngx_conf_t *cf,
     ngx_http_timpush_main_conf_t *tmcf, ngx_http_timpush_credential_t *cred);
+static u_char *ngx_http_timpush_apns_random(size_t n);
 static void ngx_http_timpush_apns_dispatch(
     ngx_http_timpush_apns_channel_t *ch);
 static ngx_http_timpush_apns_conn_t *ngx_http_timpush_apns_pick(
@@ -633,7 +634,7 @@ ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle)
 ngx_int_t
 ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
 {
-    u_char                           *p;
+    u_char                           *p, *r, uuid[16];
     ngx_http_timpush_apns_channel_t  *ch;
 
     ch = &ngx_http_timpush_apns_channels[note->cred->index];
@@ -644,24 +645,25 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
 
     /* the apns-id: a random (version 4) UUID, in the answer too */
 
-    p = note->apns_id;
-
-    if (RAND_bytes(note->body, 16) != 1) {
+    r = ngx_http_timpush_apns_random(16);
+    if (r == NULL) {
         return NGX_ERROR;
     }
 
-    note->body[6] = (note->body[6] & 0x0f) | 0x40;
-    note->body[8] = (note->body[8] & 0x3f) | 0x80;
+    ngx_memcpy(uuid, r, 16);
 
-    p = ngx_hex_dump(p, note->body, 4);
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+
+    p = ngx_hex_dump(note->apns_id, uuid, 4);
     *p++ = '-';
-    p = ngx_hex_dump(p, note->body + 4, 2);
+    p = ngx_hex_dump(p, uuid + 4, 2);
     *p++ = '-';
-    p = ngx_hex_dump(p, note->body + 6, 2);
+    p = ngx_hex_dump(p, uuid + 6, 2);
     *p++ = '-';
-    p = ngx_hex_dump(p, note->body + 8, 2);
+    p = ngx_hex_dump(p, uuid + 8, 2);
     *p++ = '-';
-    (void) ngx_hex_dump(p, note->body + 10, 6);
+    (void) ngx_hex_dump(p, uuid + 10, 6);
 
     note->status = 0;
     note->reason.len = 0;
@@ -687,6 +689,34 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
     ngx_http_timpush_apns_dispatch(ch);
 
     return NGX_OK;
+}
+
+
+/*
+ * n random bytes from a per-worker buffer: one RAND_bytes() call per 256
+ * notifications instead of one each.
+ */
+
+static u_char *
+ngx_http_timpush_apns_random(size_t n)
+{
+    u_char  *p;
+
+    static u_char  buf[4096];
+    static size_t  pos = sizeof(buf);
+
+    if (pos + n > sizeof(buf)) {
+        if (RAND_bytes(buf, sizeof(buf)) != 1) {
+            return NULL;
+        }
+
+        pos = 0;
+    }
+
+    p = buf + pos;
+    pos += n;
+
+    return p;
 }
 
 
@@ -830,19 +860,28 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     cred = ch->cred;
     n = 0;
 
-#define ngx_http_timpush_nv(nm, v, l)                                       \
+    /*
+     * Names are literals (not copied); values that differ on every
+     * request (:path, apns-id) are kept out of the HPACK dynamic table,
+     * where they would only push out the ones that repeat.
+     */
+
+#define ngx_http_timpush_nv_f(nm, v, l, f)                                  \
     nv[n].name = (uint8_t *) nm;                                            \
     nv[n].namelen = sizeof(nm) - 1;                                         \
     nv[n].value = (uint8_t *) (v);                                          \
     nv[n].valuelen = (l);                                                   \
-    nv[n].flags = NGHTTP2_NV_FLAG_NONE;                                     \
+    nv[n].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | (f);                       \
     n++
+
+#define ngx_http_timpush_nv(nm, v, l)                                       \
+    ngx_http_timpush_nv_f(nm, v, l, NGHTTP2_NV_FLAG_NONE)
 
     p = ngx_snprintf(path, sizeof(path), "/3/device/%V", &note->token);
 
     ngx_http_timpush_nv(":method", "POST", 4);
     ngx_http_timpush_nv(":scheme", "https", 5);
-    ngx_http_timpush_nv(":path", path, p - path);
+    ngx_http_timpush_nv_f(":path", path, p - path, NGHTTP2_NV_FLAG_NO_INDEX);
     ngx_http_timpush_nv(":authority", hc->peer->host.data,
                         hc->peer->host.len);
 
@@ -855,8 +894,9 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     p = ngx_sprintf(prio, "%ui", note->priority);
     ngx_http_timpush_nv("apns-priority", prio, p - prio);
 
-    ngx_http_timpush_nv("apns-id", note->apns_id,
-                        NGX_HTTP_TIMPUSH_APNS_ID_LEN);
+    ngx_http_timpush_nv_f("apns-id", note->apns_id,
+                          NGX_HTTP_TIMPUSH_APNS_ID_LEN,
+                          NGHTTP2_NV_FLAG_NO_INDEX);
 
     p = ngx_sprintf(clen, "%uz", note->payload[0].len + note->payload[1].len
                                  + note->payload[2].len);
@@ -882,6 +922,7 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     }
 
 #undef ngx_http_timpush_nv
+#undef ngx_http_timpush_nv_f
 
     note->part = 0;
     note->offset = 0;
@@ -1852,11 +1893,16 @@ ngx_http_timpush_apns_reason(ngx_http_timpush_apns_note_t *note)
         if (p) {
             start = ++p;
 
-            while (p < last && *p != '"' && *p != '\\') {
+            /* Apple's reasons are words: nothing else is taken */
+
+            while (p < last && ((*p >= 'A' && *p <= 'Z')
+                                || (*p >= 'a' && *p <= 'z')
+                                || (*p >= '0' && *p <= '9')))
+            {
                 p++;
             }
 
-            if (p < last && *p == '"') {
+            if (p < last && *p == '"' && p > start) {
                 note->reason.data = start;
                 note->reason.len = p - start;
             }

@@ -241,3 +241,61 @@ ngx_http_timpush_json_get(yajl_val obj, const char *key)
 
     return NULL;
 }
+
+
+/*
+ * For text written without a generator: quotes, backslashes and control
+ * characters escaped; UTF-8 (already validated) passes through.
+ */
+
+size_t
+ngx_http_timpush_json_escape_len(ngx_str_t *s)
+{
+    size_t   n;
+    u_char  *p, *last;
+
+    n = s->len;
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        if (*p == '"' || *p == '\\') {
+            n++;
+
+        } else if (*p < 0x20) {
+            n += 5;
+        }
+    }
+
+    return n;
+}
+
+
+u_char *
+ngx_http_timpush_json_escape(u_char *dst, ngx_str_t *s)
+{
+    u_char  *p, *last;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        if (*p == '"' || *p == '\\') {
+            *dst++ = '\\';
+            *dst++ = *p;
+
+        } else if (*p < 0x20) {
+            *dst++ = '\\';
+            *dst++ = 'u';
+            *dst++ = '0';
+            *dst++ = '0';
+            *dst++ = hex[*p >> 4];
+            *dst++ = hex[*p & 0xf];
+
+        } else {
+            *dst++ = *p;
+        }
+    }
+
+    return dst;
+}

@@ -73,8 +73,10 @@ static void ngx_http_timpush_push_done(ngx_http_timpush_push_t *push);
 static ngx_int_t ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push);
 static ngx_uint_t ngx_http_timpush_push_kind(
     ngx_http_timpush_device_note_t *dn);
-static ngx_int_t ngx_http_timpush_push_result(ngx_http_timpush_push_t *push,
-    yajl_gen g, ngx_http_timpush_device_note_t *dn);
+static size_t ngx_http_timpush_push_result_size(
+    ngx_http_timpush_recipient_t *rcpt, ngx_http_timpush_device_note_t *dn);
+static u_char *ngx_http_timpush_push_result(ngx_http_timpush_push_t *push,
+    u_char *p, ngx_http_timpush_device_note_t *dn);
 static void ngx_http_timpush_push_cleanup(void *data);
 
 
@@ -540,26 +542,31 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
 }
 
 
+/*
+ * The answer is written directly: for 10,000 devices it is over a
+ * megabyte, and everything in it but the user ids is hex, digits or one
+ * of our words (APNs reasons are kept to letters and digits).
+ */
+
 static ngx_int_t
 ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
 {
-    yajl_gen                         g;
-    ngx_str_t                        s;
-    ngx_uint_t                       i, j, counts[3];
-    ngx_http_request_t              *r;
-    ngx_http_timpush_recipient_t    *rcpt;
+    u_char                         *p;
+    size_t                          size;
+    ngx_buf_t                      *b;
+    ngx_uint_t                      i, j, counts[3];
+    ngx_http_request_t             *r;
+    ngx_http_timpush_recipient_t   *rcpt;
 
     r = push->request;
     push->answered = 1;
 
-    g = ngx_http_timpush_json_gen(r->pool);
-    if (g == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     counts[0] = 0;   /* sent */
     counts[1] = 0;   /* failed */
     counts[2] = 0;   /* skipped */
+
+    size = sizeof("{\"pushed\":true,\"sent\":,\"failed\":,\"skipped\":,"
+                  "\"results\":[]}\n") + 3 * NGX_INT_T_LEN;
 
     for (i = 0; i < push->nrcpts; i++) {
         rcpt = &push->rcpts[i];
@@ -571,58 +578,53 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
             counts[2]++;
         }
 
+        size += ngx_http_timpush_push_result_size(rcpt, NULL)
+                * ngx_max(rcpt->ndevices, 1);
+
         for (j = 0; j < rcpt->ndevices; j++) {
             counts[ngx_http_timpush_push_kind(&rcpt->devices[j])]++;
+            size += ngx_http_timpush_push_result_size(rcpt,
+                                                      &rcpt->devices[j]);
         }
     }
 
-    yajl_gen_map_open(g);
-
-    if (ngx_http_timpush_json_key_bool(g, "pushed", 1) != NGX_OK
-        || ngx_http_timpush_json_key_int(g, "sent", counts[0]) != NGX_OK
-        || ngx_http_timpush_json_key_int(g, "failed", counts[1]) != NGX_OK
-        || ngx_http_timpush_json_key_int(g, "skipped", counts[2]) != NGX_OK
-        || ngx_http_timpush_json_cstr(g, "results") != NGX_OK)
-    {
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    yajl_gen_array_open(g);
+    p = ngx_sprintf(b->last, "{\"pushed\":true,\"sent\":%ui,\"failed\":%ui,"
+                    "\"skipped\":%ui,\"results\":[",
+                    counts[0], counts[1], counts[2]);
 
     for (i = 0; i < push->nrcpts; i++) {
         rcpt = &push->rcpts[i];
 
         if (rcpt->error || rcpt->ndevices == 0) {
-            yajl_gen_map_open(g);
-            ngx_http_timpush_json_key_str(g, "user_id", &rcpt->user);
-
-            if (rcpt->error) {
-                s.data = (u_char *) rcpt->error;
-                s.len = ngx_strlen(rcpt->error);
-                ngx_http_timpush_json_key_str(g, "error", &s);
-
-            } else {
-                ngx_str_set(&s, "no_devices");
-                ngx_http_timpush_json_key_str(g, "skipped", &s);
-            }
-
-            yajl_gen_map_close(g);
+            p = ngx_cpymem(p, "{\"user_id\":\"", sizeof("{\"user_id\":\"") - 1);
+            p = ngx_http_timpush_json_escape(p, &rcpt->user);
+            p = ngx_sprintf(p, "\",\"%s\":\"%s\"},",
+                            rcpt->error ? "error" : "skipped",
+                            rcpt->error ? rcpt->error : "no_devices");
             continue;
         }
 
         for (j = 0; j < rcpt->ndevices; j++) {
-            if (ngx_http_timpush_push_result(push, g, &rcpt->devices[j])
-                != NGX_OK)
-            {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
+            p = ngx_http_timpush_push_result(push, p, &rcpt->devices[j]);
         }
     }
 
-    yajl_gen_array_close(g);
-    yajl_gen_map_close(g);
+    if (p[-1] == ',') {
+        p--;
+    }
 
-    return ngx_http_timpush_api_send(r, NGX_HTTP_OK, g);
+    p = ngx_cpymem(p, "]}\n", 3);
+
+    b->last = p;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    return ngx_http_timpush_api_send_buf(r, NGX_HTTP_OK, b);
 }
 
 
@@ -643,59 +645,73 @@ ngx_http_timpush_push_kind(ngx_http_timpush_device_note_t *dn)
 }
 
 
-static ngx_int_t
-ngx_http_timpush_push_result(ngx_http_timpush_push_t *push, yajl_gen g,
+/* room for one entry of results: dn NULL for a recipient's own */
+
+static size_t
+ngx_http_timpush_push_result_size(ngx_http_timpush_recipient_t *rcpt,
     ngx_http_timpush_device_note_t *dn)
 {
-    ngx_str_t                      s;
-    ngx_int_t                      rc;
+    size_t  size;
+
+    size = 160 + ngx_http_timpush_json_escape_len(&rcpt->user)
+           + 5 * NGX_INT64_LEN;
+
+    if (dn) {
+        size += dn->note.token.len + NGX_HTTP_TIMPUSH_APNS_ID_LEN
+                + dn->note.reason.len;
+    }
+
+    return size;
+}
+
+
+static u_char *
+ngx_http_timpush_push_result(ngx_http_timpush_push_t *push, u_char *p,
+    ngx_http_timpush_device_note_t *dn)
+{
     ngx_http_timpush_apns_note_t  *note;
 
     note = &dn->note;
 
-    yajl_gen_map_open(g);
-
-    rc = ngx_http_timpush_json_key_str(g, "user_id", &dn->rcpt->user);
-    rc |= ngx_http_timpush_json_key_str(g, "token", &note->token);
-    rc |= ngx_http_timpush_json_key_int(g, "business_id", dn->business_id);
+    p = ngx_cpymem(p, "{\"user_id\":\"", sizeof("{\"user_id\":\"") - 1);
+    p = ngx_http_timpush_json_escape(p, &dn->rcpt->user);
+    p = ngx_sprintf(p, "\",\"token\":\"%V\",\"business_id\":%ui,",
+                    &note->token, dn->business_id);
 
     if (dn->foreground) {
-        ngx_str_set(&s, "foreground");
-        rc |= ngx_http_timpush_json_key_str(g, "skipped", &s);
-
-    } else if (dn->unknown) {
-        ngx_str_set(&s, "unknown_business_id");
-        rc |= ngx_http_timpush_json_key_str(g, "error", &s);
-
-    } else {
-        rc |= ngx_http_timpush_json_key_int(g, "status", note->status);
-
-        if (note->status == NGX_HTTP_OK) {
-            s.data = note->apns_id;
-            s.len = NGX_HTTP_TIMPUSH_APNS_ID_LEN;
-            rc |= ngx_http_timpush_json_key_str(g, "apns_id", &s);
-
-            if (push->payload.has_badge) {
-                rc |= ngx_http_timpush_json_key_int(g, "badge", dn->badge);
-            }
-
-        } else {
-            rc |= ngx_http_timpush_json_key_str(g, "reason", &note->reason);
-
-            if (note->timestamp) {
-                rc |= ngx_http_timpush_json_key_int(g, "timestamp",
-                                                    note->timestamp);
-            }
-
-            if (dn->removed) {
-                rc |= ngx_http_timpush_json_key_bool(g, "removed", 1);
-            }
-        }
+        return ngx_cpymem(p, "\"skipped\":\"foreground\"},",
+                          sizeof("\"skipped\":\"foreground\"},") - 1);
     }
 
-    yajl_gen_map_close(g);
+    if (dn->unknown) {
+        return ngx_cpymem(p, "\"error\":\"unknown_business_id\"},",
+                          sizeof("\"error\":\"unknown_business_id\"},") - 1);
+    }
 
-    return rc == NGX_OK ? NGX_OK : NGX_ERROR;
+    p = ngx_sprintf(p, "\"status\":%ui,", note->status);
+
+    if (note->status == NGX_HTTP_OK) {
+        p = ngx_sprintf(p, "\"apns_id\":\"%*s\"",
+                        (size_t) NGX_HTTP_TIMPUSH_APNS_ID_LEN, note->apns_id);
+
+        if (push->payload.has_badge) {
+            p = ngx_sprintf(p, ",\"badge\":%L", dn->badge);
+        }
+
+        return ngx_cpymem(p, "},", 2);
+    }
+
+    p = ngx_sprintf(p, "\"reason\":\"%V\"", &note->reason);
+
+    if (note->timestamp) {
+        p = ngx_sprintf(p, ",\"timestamp\":%L", note->timestamp);
+    }
+
+    if (dn->removed) {
+        p = ngx_cpymem(p, ",\"removed\":true", sizeof(",\"removed\":true") - 1);
+    }
+
+    return ngx_cpymem(p, "},", 2);
 }
 
 

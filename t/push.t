@@ -365,3 +365,26 @@ GET /v1/users/exp/devices
 "token":"0e0e2222
 --- error_log eval
 qr/credential 2001: APNs says the token made \d+ s ago expired; is the clock right\?/
+
+
+
+=== TEST 15: the answer is valid JSON for user ids with quotes, backslashes and UTF-8
+--- init
+my $user = "q\"u\\o \x{5f20}";
+my $path = 'q%22u%5Co%20%E5%BC%A0';
+my $t = 'a5' x 32;
+Timpush::Push::register($path, $t, 1001);
+my ($status, $res, $raw) = Timpush::Push::push_message({
+    to => [$user, "n\"o\\body"], elems => [{ type => 'text', text => 'x' }] });
+Test::More::is($status, 200, 'answered');
+Test::More::ok($res, 'valid JSON') or Test::More::diag($raw);
+Test::More::is($res->{results}[0]{user_id}, $user, 'the user id, escaped');
+Test::More::is($res->{results}[0]{status}, 200, 'delivered');
+Test::More::is($res->{results}[1]{user_id}, "n\"o\\body", 'the other one');
+Test::More::is($res->{results}[1]{skipped}, 'no_devices', 'no devices');
+--- request
+GET /mock/log
+--- response_body_like chomp
+"token":"a5a5
+--- no_error_log
+[error]
