@@ -1,0 +1,731 @@
+#!/usr/bin/env bash
+# timpush benchmarks (DESIGN 9, issue 6): "make bench" runs this from the
+# repository root.  See bench/README.md for the method and the figures.
+#
+# It installs what is missing (h2load, wrk, node/npm, Redis; @parse/node-apn
+# from bench/package-lock.json), builds the module and the test PKI, starts
+# its own Redis, APNs simulator (nginx, one worker) and timpush (nginx, one
+# worker) on 127.0.0.1 only, seeds 10,000 users with one device each, runs
+# every measurement BENCH_RUNS times (default 5, the figure is the median),
+# prints a markdown table and writes it to bench/results.md.
+#
+# "bench/run.sh profile" (make bench-profile) sets up the same way, then
+# profiles the fan-out instead: perf (cpu-clock samples, call graphs) on
+# the timpush worker, the simulator worker and Redis, and callgrind on a
+# timpush nginx run under valgrind; the reports go to build/bench/profile/.  Everything it
+# starts is stopped when it ends, however it ends.
+#
+# Knobs (environment): BENCH_RUNS (>= 5 for a report; fewer for a quick
+# look), BENCH_USERS (10000), BENCH_MEM_FANOUTS (100: 1,000,000
+# notifications), BENCH_WRK_SECS (5), BENCH_WRK_CONNS (16), NGINX
+# (/usr/sbin/nginx), BENCH_RESULTS (bench/results.md).
+
+set -euo pipefail
+
+MODE=${1:-bench}
+case $MODE in
+    bench|profile) ;;
+    *) echo "usage: bench/run.sh [profile]" >&2; exit 2 ;;
+esac
+
+cd "$(dirname "$0")/.."
+root=$PWD
+bench=$root/bench
+work=$root/build/bench
+certs=$root/t/cert/out
+NGINX=${NGINX:-/usr/sbin/nginx}
+RUNS=${BENCH_RUNS:-5}
+USERS=${BENCH_USERS:-10000}
+MEM_FANOUTS=${BENCH_MEM_FANOUTS:-100}
+WARM_FANOUTS=10
+WRK_SECS=${BENCH_WRK_SECS:-5}
+WRK_CONNS=${BENCH_WRK_CONNS:-16}
+RESULTS=${BENCH_RESULTS:-$bench/results.md}
+BID=2001                       # the token-auth credential (h2load: no certs)
+KEY=$certs/AuthKey_ABC123DEFG.p8
+KEY_ID=ABC123DEFG
+TEAM_ID=TEAM123456
+TOPIC=com.example.chat
+
+command_line="make bench"
+[ -n "${MAKELEVEL:-}" ] || command_line="bench/run.sh"
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+(( RUNS >= 1 )) || die "BENCH_RUNS must be at least 1"
+
+
+# ---- dependencies, build -------------------------------------------------
+
+need=()
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
+if (( ${#need[@]} )); then
+    "$root/.ci/deps" "${need[@]}"
+fi
+
+log "build and test PKI"
+make -s -C "$root" build certs >&2
+
+if [ ! -f "$bench/node_modules/@parse/node-apn/package.json" ] \
+   || [ "$bench/package-lock.json" -nt "$bench/node_modules/.package-lock.json" ]
+then
+    log "npm ci (bench/package-lock.json: @parse/node-apn)"
+    (cd "$bench" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+rm -rf "$work"
+mkdir -p "$work"
+# a copy: others may rebuild build/objs while this runs
+cp "$root/build/objs/ngx_http_timpush_module.so" "$work/timpush.so"
+
+
+# ---- ports (127.0.0.1 only, unusual, checked free) ------------------------
+
+port_free() { ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+
+base=
+for b in 18400 18500 18600 18700 18800 18900 19400 19500; do
+    ok=1
+    for o in 43 44 45 79 80; do
+        port_free $((b + o)) || { ok=0; break; }
+    done
+    if (( ok )); then base=$b; break; fi
+done
+[ -n "$base" ] || die "no free port range found in 18400-19599"
+
+SIM=$((base + 43))         # simulator, TLS + HTTP/2, with the log zone
+SIMLOG=$((base + 44))      # the simulator's log location (plain HTTP)
+SIMNOLOG=$((base + 45))    # a second simulator without any log zone
+REDIS=$((base + 79))
+API=$((base + 80))
+
+
+# ---- processes: all ours, stopped on exit ---------------------------------
+
+declare -A pid_of=()
+
+stop() {                    # stop <name>
+    local p=${pid_of[$1]:-}
+    [ -n "$p" ] || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    unset "pid_of[$1]"
+}
+
+cleanup() {
+    local n
+    for n in "${!pid_of[@]}"; do
+        stop "$n"
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+wait_port() {               # wait_port <port> <name>
+    local i
+    for i in $(seq 100); do
+        ss -Htln "sport = :$1" 2>/dev/null | grep -q . && return 0
+        kill -0 "${pid_of[$2]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    die "$2 did not start listening on $1 (see $work/$2/)"
+}
+
+worker_of() {               # the one worker of an nginx we started
+    local i w
+    for i in $(seq 100); do
+        w=$(pgrep -P "${pid_of[$1]}" | head -1 || true)
+        [ -n "$w" ] && { echo "$w"; return 0; }
+        sleep 0.05
+    done
+    die "no worker for $1"
+}
+
+start_redis() {
+    mkdir -p "$work/redis"
+    redis-server --bind 127.0.0.1 --port "$REDIS" --save '' --appendonly no \
+        --dir "$work/redis" --logfile "$work/redis/redis.log" \
+        --daemonize no >/dev/null &
+    pid_of[redis]=$!
+    wait_port "$REDIS" redis
+}
+
+http_common() {             # temp paths of an nginx prefix
+    local d=$work/$1
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+EOF
+}
+
+main_common() {
+    cat <<EOF
+load_module $work/timpush.so;
+worker_processes 1;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+sim_conf() {                # sim_conf <name> <port> <log port or "">
+    main_common "$1"
+    echo "http {"
+    http_common "$1"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$2 ssl http2;
+        ssl_certificate        $certs/server.crt;
+        ssl_certificate_key    $certs/server.key;
+        ssl_verify_client      optional_no_ca;
+        ssl_client_certificate $certs/ca.crt;
+        keepalive_requests     1000000;
+
+        location /3/device/ {
+            timpush_apns_mock key=$KEY key_id=$KEY_ID team_id=$TEAM_ID
+                              topic=$TOPIC;
+        }
+    }
+EOF
+    if [ -n "$3" ]; then
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$3;
+        location = /mock/log {
+            timpush_apns_mock_log size=64m;
+        }
+    }
+EOF
+    fi
+    echo "}"
+}
+
+timpush_conf() {            # timpush_conf <name> <connections>
+    main_common "$1"
+    echo "http {"
+    http_common "$1"
+    cat <<EOF
+    timpush_redis 127.0.0.1:$REDIS prefix=bench timeout=${TP_TIMEOUT:-10s};
+    timpush_credential $BID key=$KEY key_id=$KEY_ID team_id=$TEAM_ID
+                            topic=$TOPIC env=production;
+    upstream apns_sim {
+        server 127.0.0.1:$SIM;
+    }
+    timpush_apns_upstream production apns_sim;
+    timpush_apns_trusted_certificate $certs/ca.crt;
+    timpush_apns_connections $2;
+    timpush_apns_timeout ${TP_TIMEOUT:-30s};
+
+    server {
+        listen 127.0.0.1:$API;
+        keepalive_requests 1000000;
+        location /v1/ {
+            client_max_body_size 10m;
+            timpush_api;
+        }
+    }
+}
+EOF
+}
+
+start_nginx() {             # start_nginx <name> <port>; conf in $work/<name>.conf
+    mkdir -p "$work/$1"
+    "$NGINX" -p "$work/$1/" -c "$work/$1.conf" -e "$work/$1/error.log" -t -q \
+        || die "nginx -t failed for $work/$1.conf"
+    "$NGINX" -p "$work/$1/" -c "$work/$1.conf" -e "$work/$1/error.log" &
+    pid_of[$1]=$!
+    wait_port "$2" "$1"
+}
+
+start_timpush() {           # start_timpush <connections>
+    stop timpush
+    timpush_conf timpush "$1" > "$work/timpush.conf"
+    start_nginx timpush "$API"
+    TP_WORKER=$(worker_of timpush)
+    TP_CONNS=$1
+}
+
+
+# ---- measurements ---------------------------------------------------------
+
+median() {                  # numbers on stdin -> their median
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2];
+        else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+cpu_ticks() {               # utime + stime of a process, in clock ticks
+    awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+reset_hwm() { echo 5 > "/proc/$1/clear_refs"; }
+
+log_count() {
+    curl -sS "http://127.0.0.1:$SIMLOG/mock/log" \
+        | { grep -o '"token":' || true; } | wc -l
+}
+log_clear() {
+    curl -sS -o /dev/null -X DELETE "http://127.0.0.1:$SIMLOG/mock/log"
+}
+
+# one POST /v1/push to every user: sets FO_SECS and FO_SENT; with "check",
+# also the simulator's log count (FO_LOGGED); the log is cleared after
+fanout() {
+    local t
+    t=$(curl -sS -o "$work/fanout.json" -w '%{time_total}' -H 'Expect:' \
+            -H 'Content-Type: application/json' \
+            --data-binary @"$work/fanout-body.json" \
+            "http://127.0.0.1:$API/v1/push")
+    FO_SECS=$t
+    FO_SENT=$({ grep -o '"sent":[0-9]*' "$work/fanout.json" || true; } \
+              | head -1 | cut -d: -f2)
+    FO_SENT=${FO_SENT:-0}
+    if [ "${1:-}" = keep ]; then
+        return 0                # the caller reads and clears the log
+    fi
+    if [ "${1:-}" = check ]; then
+        FO_LOGGED=$(log_count)
+        if [ "$FO_SENT" != "$USERS" ] || [ "$FO_LOGGED" != "$USERS" ]; then
+            head -c 600 "$work/fanout.json" >&2; echo >&2
+            die "fan-out: sent $FO_SENT, simulator logged $FO_LOGGED, expected $USERS"
+        fi
+    fi
+    log_clear
+}
+
+h2load_once() {             # h2load_once <port>: sets H2_RATE
+    local out=$work/h2load.out
+    h2load -n "$USERS" -c 1 -m 100 -i "$work/uris-$1.txt" \
+        -d "$work/payload.json" \
+        -H "apns-topic: $TOPIC" -H 'apns-push-type: alert' \
+        -H 'apns-priority: 10' \
+        -H 'apns-id: 123e4567-e89b-12d3-a456-426614174000' \
+        -H "authorization: bearer $JWT" > "$out" 2>&1 || true
+    local ok
+    ok=$(awk '/^status codes:/ { print $3 }' "$out")
+    if [ "${ok:-0}" != "$USERS" ]; then
+        cat "$out" >&2
+        die "h2load: ${ok:-0} of $USERS answered 2xx"
+    fi
+    # "finished in 118.76ms, 84201.23 req/s, ..." -> the req/s figure
+    H2_RATE=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$out")
+}
+
+peer_once() {               # sets PEER_SECS PEER_OK PEER_FAILED PEER_REASONS
+    local j
+    j=$(node "$bench/peer-node-apn.js" "$SIM" "$certs" "$USERS" \
+            "$PAYLOAD_BYTES")
+    PEER_SECS=$(node -e 'const j=JSON.parse(process.argv[1]);console.log(j.secs)' "$j")
+    PEER_OK=$(node -e 'const j=JSON.parse(process.argv[1]);console.log(j.accepted)' "$j")
+    PEER_FAILED=$(node -e 'const j=JSON.parse(process.argv[1]);console.log(j.failed)' "$j")
+    PEER_REASONS=$(node -e 'const j=JSON.parse(process.argv[1]);
+        console.log(Object.entries(j.reasons).map(([k,v])=>v+" "+k).join("; ")||"none")' "$j")
+    PEER_LOGGED=$(log_count)
+    log_clear
+}
+
+
+# ---- start ----------------------------------------------------------------
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+stat_before=$(head -1 /proc/stat)
+
+log "starting Redis :$REDIS, simulator :$SIM (log :$SIMLOG), simulator without log :$SIMNOLOG, timpush :$API"
+start_redis
+sim_conf sim "$SIM" "$SIMLOG" > "$work/sim.conf"
+start_nginx sim "$SIM"
+SIM_WORKER=$(worker_of sim)
+sim_conf simnolog "$SIMNOLOG" "" > "$work/simnolog.conf"
+start_nginx simnolog "$SIMNOLOG"
+start_timpush 2
+
+log "seeding $USERS users x 1 device (business_id $BID, token auth)"
+node "$bench/seed.js" "$API" "$USERS" "$BID" >&2
+
+# the fan-out body, h2load's URI lists and JWT
+{
+    printf '{"to":['
+    seq 0 $((USERS - 1)) | sed 's/.*/"u&"/' | paste -sd,
+    printf '],"elems":[{"type":"text","text":"hi"}]}'
+} > "$work/fanout-body.json"
+
+node -e '
+const { token } = require(process.argv[1]);
+const [port, n] = [process.argv[2], Number(process.argv[3])];
+const l = [];
+for (let i = 0; i < n; i++)
+  l.push((i ? "" : `https://127.0.0.1:${port}`) + `/3/device/${token(i)}`);
+console.log(l.join("\n"));' "$bench/tokens.js" "$SIM" "$USERS" \
+    > "$work/uris-$SIM.txt"
+sed "1s/:$SIM/:$SIMNOLOG/" "$work/uris-$SIM.txt" > "$work/uris-$SIMNOLOG.txt"
+JWT=$(node "$bench/jwt.js" "$KEY" "$KEY_ID" "$TEAM_ID")
+
+log_clear
+log "warm-up fan-out (not counted); its payload becomes h2load's"
+fanout check
+curl -sS -o "$work/one.json" -H 'Expect:' \
+    -d "{\"to\":\"u0\",\"elems\":[{\"type\":\"text\",\"text\":\"hi\"}]}" \
+    "http://127.0.0.1:$API/v1/push"
+curl -sS "http://127.0.0.1:$SIMLOG/mock/log" | node -e '
+let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+  const p = JSON.parse(s).notifications[0].payload;
+  process.stdout.write(JSON.stringify(p)); });' > "$work/payload.json"
+log_clear
+PAYLOAD_BYTES=$(stat -c %s "$work/payload.json")
+log "payload: $(cat "$work/payload.json") ($PAYLOAD_BYTES bytes)"
+
+
+# ---- profile mode -----------------------------------------------------------
+
+if [ "$MODE" = profile ]; then
+    prof=$work/profile
+    mkdir -p "$prof"
+    fanouts=${BENCH_PROFILE_FANOUTS:-5}
+
+    redis-cli -p "$REDIS" CONFIG RESETSTAT >/dev/null
+    for i in $(seq "$fanouts"); do fanout; done
+    redis-cli -p "$REDIS" INFO commandstats > "$prof/redis-commandstats.txt"
+    log "Redis, $fanouts fan-outs: $(grep -o 'cmdstat_evalsha:calls=[0-9]*,usec=[0-9]*,usec_per_call=[0-9.]*' "$prof/redis-commandstats.txt")"
+
+    if perf record -e cpu-clock -o "$prof/probe.data" -- true >/dev/null 2>&1
+    then
+        log "perf: cpu-clock samples of timpush, simulator, Redis over $fanouts fan-outs"
+        perf record -e cpu-clock -F 2999 --call-graph dwarf,16384 \
+            -p "$TP_WORKER,$SIM_WORKER,${pid_of[redis]}" -o "$prof/perf.data" \
+            > "$prof/perf-record.log" 2>&1 &
+        pid_of[perf]=$!
+        sleep 0.5
+        for i in $(seq "$fanouts"); do fanout; done
+        kill -INT "${pid_of[perf]}"; wait "${pid_of[perf]}" || true
+        unset "pid_of[perf]"
+        perf report -i "$prof/perf.data" --no-children --sort pid -q -g none \
+            > "$prof/perf-by-process.txt" 2>/dev/null
+        for w in timpush:$TP_WORKER simulator:$SIM_WORKER \
+                 redis:${pid_of[redis]}
+        do
+            perf report -i "$prof/perf.data" --pid "${w#*:}" \
+                --percentage relative --children --sort dso,sym -q -g none \
+                --percent-limit 0.5 > "$prof/perf-${w%%:*}.txt" 2>/dev/null
+        done
+        log "perf reports: $prof/perf-*.txt (perf report -i $prof/perf.data for more)"
+    else
+        log "perf record does not work here: perf skipped"
+    fi
+
+    if command -v valgrind >/dev/null 2>&1; then
+        log "callgrind: one fan-out through a timpush nginx under valgrind (slow)"
+        stop timpush
+        TP_TIMEOUT=300s timpush_conf timpush 2 > "$work/timpush.conf"
+        mkdir -p "$work/timpush"
+        valgrind --tool=callgrind --callgrind-out-file="$prof/callgrind.out" \
+            "$NGINX" -p "$work/timpush/" -c "$work/timpush.conf" \
+            -e "$work/timpush/error.log" -g 'master_process off;' \
+            > "$prof/valgrind.log" 2>&1 &
+        pid_of[timpush]=$!
+        wait_port "$API" timpush
+        fanout check                # warm-up: connections, JWT, pools
+        log "callgrind: warm-up took ${FO_SECS}s; now the measured fan-out"
+        callgrind_control -z "${pid_of[timpush]}" >/dev/null 2>&1 || true
+        fanout check
+        callgrind_control -d "${pid_of[timpush]}" >/dev/null 2>&1 || true
+        stop timpush
+        # callgrind.out.1: the dump of the measured fan-out (callgrind.out
+        # is the rest, written at exit)
+        f=$prof/callgrind.out.1
+        [ -f "$f" ] || f=$prof/callgrind.out
+        callgrind_annotate --inclusive=yes --threshold=100 "$f" \
+            > "$prof/callgrind-inclusive.txt" 2>/dev/null || true
+        callgrind_annotate --threshold=100 "$f" \
+            > "$prof/callgrind-self.txt" 2>/dev/null || true
+        log "callgrind reports: $prof/callgrind-*.txt ($f; instructions of one fan-out of $USERS)"
+    else
+        log "valgrind is not installed: callgrind skipped"
+    fi
+    exit 0
+fi
+
+
+# ---- fan-out vs h2load vs node-apn, interleaved ---------------------------
+
+declare -a fo2 fo1 h2on h2off h2on1 peer peer_total peer_ok peer_lost \
+    peer_logged pr_h2 pr_h21 pr_peer
+
+run_round_main() {
+    local i=$1 c0 c1 s0 s1 r0 r1 w0 w1
+
+    # log off first in even rounds: neither simulator always goes first
+    if (( i % 2 == 0 )); then
+        h2load_once "$SIMNOLOG"; h2off+=("$H2_RATE")
+    fi
+    s0=$(cpu_ticks "$SIM_WORKER"); w0=$(date +%s%N)
+    h2load_once "$SIM";      h2on+=("$H2_RATE")
+    w1=$(date +%s%N); s1=$(cpu_ticks "$SIM_WORKER")
+    CPU_H2SIM=$((CPU_H2SIM + s1 - s0)); CPU_H2WALL=$((CPU_H2WALL + (w1 - w0) / 1000000))
+    log_clear
+    if (( i % 2 == 1 )); then
+        h2load_once "$SIMNOLOG"; h2off+=("$H2_RATE")
+    fi
+
+    c0=$(cpu_ticks "$TP_WORKER"); s0=$(cpu_ticks "$SIM_WORKER")
+    r0=$(cpu_ticks "${pid_of[redis]}"); w0=$(date +%s%N)
+    fanout
+    w1=$(date +%s%N)
+    c1=$(cpu_ticks "$TP_WORKER"); s1=$(cpu_ticks "$SIM_WORKER")
+    r1=$(cpu_ticks "${pid_of[redis]}")
+    # counted runs check "sent"; the log count is checked after the rounds
+    # (reading a 10,000-entry log is not part of any timing)
+    [ "$FO_SENT" = "$USERS" ] || die "fan-out: sent $FO_SENT of $USERS"
+    fo2+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+    pr_h2+=("$(ratio "${fo2[-1]}" "${h2on[-1]}")")
+    CPU_TP=$((CPU_TP + c1 - c0)); CPU_SIM=$((CPU_SIM + s1 - s0))
+    CPU_REDIS=$((CPU_REDIS + r1 - r0)); CPU_WALL=$((CPU_WALL + (w1 - w0) / 1000000))
+
+    peer_once
+    sleep 0.5                   # node's exit and the simulator's clean-up
+    peer+=("$(awk -v n="$PEER_OK" -v t="$PEER_SECS" 'BEGIN { print n / t }')")
+    peer_total+=("$(awk -v n="$USERS" -v t="$PEER_SECS" 'BEGIN { print n / t }')")
+    peer_ok+=("$PEER_OK"); peer_lost+=("$((USERS - PEER_OK))")
+    peer_logged+=("$PEER_LOGGED")
+    pr_peer+=("$(ratio "${fo2[-1]}" "${peer[-1]}")")
+    log "round $i: h2load ${h2on[-1]}/s (log off ${h2off[-1]}/s), timpush ${fo2[-1]}/s (sent $FO_SENT), node-apn: $PEER_OK of $USERS confirmed (200) in ${PEER_SECS}s, simulator logged $PEER_LOGGED ($PEER_REASONS)"
+    PEER_REASONS_ALL+="round $i: $PEER_REASONS"$'\n'
+}
+
+CPU_TP=0 CPU_SIM=0 CPU_REDIS=0 CPU_WALL=0 CPU_H2SIM=0 CPU_H2WALL=0
+PEER_REASONS_ALL=
+log "fan-out (timpush_apns_connections 2) vs h2load (log on/off) vs node-apn: $RUNS rounds"
+for i in $(seq "$RUNS"); do
+    run_round_main "$i"
+done
+log "a checked fan-out: sent, simulator log count, timeline"
+t0=$(date +%s%3N)
+fanout keep
+t1=$(date +%s%3N)
+curl -sS "http://127.0.0.1:$SIMLOG/mock/log" > "$work/log.json"
+log_clear
+TIMELINE=$(node -e '
+const fs = require("fs");
+const [file, t0, t1, n] = process.argv.slice(1);
+const l = JSON.parse(fs.readFileSync(file)).notifications;
+const t = l.map(x => x.time - t0).sort((a, b) => a - b);
+const at = q => t[Math.min(t.length - 1, Math.floor(q * t.length))];
+const conns = new Set(l.map(x => x.connection)).size;
+console.log(`${l.length} logged over ${conns} connection(s); after the request started: first notification at ${t[0]} ms, 10% at ${at(0.1)} ms, half at ${at(0.5)} ms, 90% at ${at(0.9)} ms, last at ${t[t.length - 1]} ms; the answer was complete at ${t1 - t0} ms`);
+if (l.length !== Number(n)) process.exit(1);' "$work/log.json" "$t0" "$t1" "$USERS") \
+    || die "checked fan-out: $TIMELINE"
+[ "$FO_SENT" = "$USERS" ] || die "checked fan-out: sent $FO_SENT"
+log "checked: sent $FO_SENT; $TIMELINE"
+
+log "fan-out with timpush_apns_connections 1 vs h2load: $RUNS rounds"
+start_timpush 1
+fanout check                    # warm-up: connections made
+for i in $(seq "$RUNS"); do
+    h2load_once "$SIM"; h2on1+=("$H2_RATE"); log_clear
+    fanout
+    [ "$FO_SENT" = "$USERS" ] || die "fan-out: sent $FO_SENT of $USERS"
+    fo1+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+    pr_h21+=("$(ratio "${fo1[-1]}" "${h2on1[-1]}")")
+    log "round $i: h2load ${h2on1[-1]}/s, timpush (1 connection) ${fo1[-1]}/s"
+done
+
+
+# ---- request rate: wrk ----------------------------------------------------
+
+start_timpush 2
+curl -sS -o "$work/wrk-one.json" -H 'Expect:' \
+    -d '{"to":"wrk","elems":[{"type":"text","text":"hi"}]}' \
+    "http://127.0.0.1:$API/v1/push"
+grep -q '"sent":1' "$work/wrk-one.json" \
+    || die "push to the wrk user failed: $(cat "$work/wrk-one.json")"
+
+to_ms() {                   # "1.23ms" / "850.00us" / "1.02s" -> ms
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
+        else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
+        else print v }'
+}
+
+declare -a wrk_rps wrk_p50 wrk_p99
+WRK_BAD=0
+log "wrk: $RUNS runs of ${WRK_SECS}s, 1 thread, $WRK_CONNS connections"
+for i in $(seq "$RUNS"); do
+    wrk -t1 -c"$WRK_CONNS" -d"${WRK_SECS}s" --latency -s "$bench/wrk-push.lua" \
+        "http://127.0.0.1:$API/v1/push" > "$work/wrk.out" 2>&1
+    wrk_rps+=("$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.out")")
+    wrk_p50+=("$(to_ms "$(awk '$1 == "50%" { print $2 }' "$work/wrk.out")")")
+    wrk_p99+=("$(to_ms "$(awk '$1 == "99%" { print $2 }' "$work/wrk.out")")")
+    bad=$(awk '/Non-2xx/ { print $NF } /Socket errors/ { print 1 }' "$work/wrk.out" | head -1)
+    WRK_BAD=$((WRK_BAD + ${bad:-0}))
+    log "run $i: ${wrk_rps[-1]} req/s, p50 ${wrk_p50[-1]} ms, p99 ${wrk_p99[-1]} ms"
+    log_clear
+done
+cp "$work/wrk.out" "$work/wrk-last.out"
+
+
+# ---- memory ---------------------------------------------------------------
+
+declare -a m_before m_peak m_warm m_after m_growth m_per m_maxpeak m_last
+log "memory: $RUNS times: a fresh timpush worker, $WARM_FANOUTS warm-up fan-outs, then $MEM_FANOUTS fan-outs ($((MEM_FANOUTS * USERS)) notifications)"
+for i in $(seq "$RUNS"); do
+    start_timpush 2
+    sleep 0.5
+    before=$(rss_kib "$TP_WORKER")
+    reset_hwm "$TP_WORKER"
+    fanout
+    peak=$(hwm_kib "$TP_WORKER")
+    for _ in $(seq 2 "$WARM_FANOUTS"); do fanout; done
+    maxpeak=$peak
+    rss=()
+    for k in $(seq "$MEM_FANOUTS"); do
+        reset_hwm "$TP_WORKER"
+        fanout
+        [ "$FO_SENT" = "$USERS" ] || die "fan-out $k: sent $FO_SENT of $USERS"
+        h=$(hwm_kib "$TP_WORKER")
+        if (( h > maxpeak )); then maxpeak=$h; fi
+        rss+=("$(rss_kib "$TP_WORKER")")
+    done
+    # RSS between fan-outs moves with malloc's trimming: compare the median
+    # after the first 10 counted fan-outs with the median after the last 10
+    k=$(( MEM_FANOUTS < 10 ? MEM_FANOUTS : 10 ))
+    warm=$(printf '%s\n' "${rss[@]:0:k}" | median)
+    after=$(printf '%s\n' "${rss[@]: -k}" | median)
+    m_before+=("$before"); m_peak+=("$peak"); m_warm+=("$warm")
+    m_after+=("$after"); m_growth+=("$(awk -v a="$after" -v w="$warm" 'BEGIN { print a - w }')")
+    m_maxpeak+=("$maxpeak"); m_last+=("${rss[-1]}")
+    m_per+=("$(awk -v p="$peak" -v b="$before" -v n="$USERS" \
+                'BEGIN { print (p - b) * 1024 / n }')")
+    log "run $i: RSS before $before KiB, first fan-out peak $peak KiB; after warm-up $warm KiB, after $((MEM_FANOUTS * USERS)) more $after KiB (medians of $k), last ${rss[-1]} KiB, peak of any fan-out $maxpeak KiB"
+done
+TP_ERRORS=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$work/timpush/error.log" || true)
+SIM_ERRORS=$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$work/sim/error.log" || true)
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+# the machine's CPU time during the run: busy, idle, stolen by the host
+CPU_USE=$(printf '%s\n%s\n' "$stat_before" "$(head -1 /proc/stat)" | awk '
+    { u[NR] = $2 + $3 + $4 + $7 + $8; i[NR] = $5 + $6; s[NR] = $9 }
+    END { t = (u[2] - u[1]) + (i[2] - i[1]) + (s[2] - s[1]);
+          printf "busy %.0f%%, idle %.0f%%, stolen by the hypervisor %.1f%%",
+                 (u[2] - u[1]) * 100 / t, (i[2] - i[1]) * 100 / t,
+                 (s[2] - s[1]) * 100 / t }')
+
+
+# ---- report ---------------------------------------------------------------
+
+med() { printf '%s\n' "$@" | median; }
+
+H2ON=$(med "${h2on[@]}");   H2OFF=$(med "${h2off[@]}")
+H2ON1=$(med "${h2on1[@]}")
+FO2=$(med "${fo2[@]}");     FO1=$(med "${fo1[@]}")
+PEER=$(med "${peer[@]}");   PEERT=$(med "${peer_total[@]}")
+PEER_OK=$(med "${peer_ok[@]}"); PEER_LOST=$(med "${peer_lost[@]}")
+PEER_LOGGED=$(med "${peer_logged[@]}")
+WRPS=$(med "${wrk_rps[@]}"); WP50=$(med "${wrk_p50[@]}"); WP99=$(med "${wrk_p99[@]}")
+MB=$(med "${m_before[@]}"); MP=$(med "${m_peak[@]}"); MW=$(med "${m_warm[@]}")
+MA=$(med "${m_after[@]}");  MG=$(med "${m_growth[@]}"); MPER=$(med "${m_per[@]}")
+MMAX=$(med "${m_maxpeak[@]}")
+
+R_H2=$(ratio "$FO2" "$H2ON"); R_H21=$(ratio "$FO1" "$H2ON1")
+P_H2=$(med "${pr_h2[@]}"); P_H21=$(med "${pr_h21[@]}"); P_PEER=$(med "${pr_peer[@]}")
+R_PEER=$(ratio "$FO2" "$PEER"); R_PEERT=$(ratio "$FO2" "$PEERT")
+R_LOG=$(ratio "$H2ON" "$H2OFF")
+
+# verdict <a> <op> <b>: "held" when a op b
+verdict() {
+    if awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
+            a += 0; b += 0
+            exit !((op == ">=" && a >= b) || (op == "<=" && a <= b) \
+                   || (op == "<" && a < b)) }'
+    then echo held; else echo MISSED; fi
+}
+V_H2=$(verdict "$R_H2" ">=" 0.7)
+V_PEER=$(verdict "$R_PEER" ">=" 3)
+V_GROW=$(verdict "$MG" "<=" 1024)
+V_PER=$(verdict "$MPER" "<" 4096)
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+pct() { awk -v a="$1" -v w="$2" 'BEGIN { printf "%.0f", (w > 0 ? a * 100 / w : 0) }'; }
+tick_ms=$((1000 / $(getconf CLK_TCK)))
+H2SIM_PCT=$(pct $((CPU_H2SIM * tick_ms)) "$CPU_H2WALL")
+H2SIM_NOTE=
+if (( H2SIM_PCT >= 80 )); then
+    H2SIM_NOTE=": h2load's figure is the single simulator worker's own limit on this machine"
+fi
+
+{
+cat <<EOF
+# timpush benchmark results
+
+- date: $(date -u '+%Y-%m-%d %H:%M UTC')
+- command: \`$command_line\` (bench/run.sh; BENCH_RUNS=$RUNS)
+- machine: $(nproc) CPUs, $cpu_model; $(uname -sr); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(h2load --version | head -1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); node $(node -v), @parse/node-apn $(node -p "require('$bench/node_modules/@parse/node-apn/package.json').version")
+- load average (1, 5, 15 min) before: $load_before; after: $load_after; CPU time of the whole machine during the run (both cores, all processes): $CPU_USE
+- every figure is the **median of $RUNS runs**; timpush and the simulator each run one nginx worker; all on 127.0.0.1, token auth (ES256 JWT), payload $PAYLOAD_BYTES bytes: \`$(cat "$work/payload.json")\`
+
+| measure | median of $RUNS | ratio / detail |
+|---|---:|---|
+| h2load → simulator, log on (1 connection, 100 streams, $USERS requests) | $(fmt "$H2ON") notif/s | reference for the fan-out |
+| h2load → simulator, log off (no log zone) | $(fmt "$H2OFF") notif/s | log on / off = $R_LOG |
+| timpush fan-out, \`timpush_apns_connections 2\` (one POST /v1/push to $USERS users) | $(fmt "$FO2") notif/s | **$R_H2 × h2load** (target ≥ 0.7: $V_H2); median of the per-round ratios $P_H2 |
+| timpush fan-out, \`timpush_apns_connections 1\` | $(fmt "$FO1") notif/s | $R_H21 × h2load measured in the same rounds ($(fmt "$H2ON1")/s); median of the per-round ratios $P_H21 |
+| @parse/node-apn → simulator, confirmed (200 seen by the app) / wall time | $(fmt "$PEER") notif/s | timpush = **$R_PEER ×** node-apn (target ≥ 3: $V_PEER); median of the per-round ratios $P_PEER |
+| @parse/node-apn, all $USERS / wall time | $(fmt "$PEERT") notif/s | timpush = $R_PEERT × this; confirmed $(fmt "$PEER_OK") of $USERS, reported failed $(fmt "$PEER_LOST"), logged by the simulator $(fmt "$PEER_LOGGED") (medians) |
+| wrk → POST /v1/push to 1 user (1 thread, $WRK_CONNS connections, ${WRK_SECS}s) | $(fmt "$WRPS") req/s | p50 $(fmt "$WP50" 2) ms, p99 $(fmt "$WP99" 2) ms; non-2xx/socket errors: $WRK_BAD |
+| timpush worker RSS, fresh, before any push | $MB KiB | |
+| RSS at the peak of the first fan-out (VmHWM) | $MP KiB | per in-flight notification (peak − before) / $USERS = **$(fmt "$MPER") bytes** (target < 4096: $V_PER) |
+| RSS after warm-up ($WARM_FANOUTS fan-outs, then the median after each of the next 10) | $MW KiB | highest peak of any later fan-out: $MMAX KiB |
+| RSS after $((MEM_FANOUTS * USERS)) more notifications ($MEM_FANOUTS fan-outs; median after each of the last 10) | $MA KiB | growth after warm-up **$MG KiB** (target ≤ 1024: $V_GROW) |
+
+CPU time used during the $RUNS counted fan-outs (connections 2), share of their wall time: timpush worker $(pct $((CPU_TP * tick_ms)) "$CPU_WALL")%, simulator worker $(pct $((CPU_SIM * tick_ms)) "$CPU_WALL")%, Redis $(pct $((CPU_REDIS * tick_ms)) "$CPU_WALL")% (wall $CPU_WALL ms; clock ticks of ${tick_ms} ms). During the h2load runs (log on) the simulator worker used ${H2SIM_PCT}% of their wall time ($CPU_H2WALL ms, h2load start-up included)${H2SIM_NOTE}.
+
+Timeline of a checked fan-out (simulator log times, ms clock): $TIMELINE.
+
+Every counted fan-out answered \`"sent":$USERS\`; the checked fan-out's simulator log held $USERS notifications. Error-log lines (error and worse) during the run: timpush $TP_ERRORS, simulator $SIM_ERRORS.
+
+All runs:
+- h2load, log on: ${h2on[*]}
+- h2load, log off: ${h2off[*]}
+- timpush fan-out, 2 connections: ${fo2[*]}; per-round ratio to h2load: ${pr_h2[*]}
+- timpush fan-out, 1 connection: ${fo1[*]} (h2load in the same rounds: ${h2on1[*]})
+- node-apn confirmed/s: ${peer[*]}; confirmed: ${peer_ok[*]}; logged by the simulator: ${peer_logged[*]}
+- node-apn failures: $(printf '%s' "$PEER_REASONS_ALL" | paste -sd' ')
+- wrk req/s: ${wrk_rps[*]}; p50 ms: ${wrk_p50[*]}; p99 ms: ${wrk_p99[*]}
+- RSS KiB before / first peak / warm / after / growth / after the last fan-out: ${m_before[*]} / ${m_peak[*]} / ${m_warm[*]} / ${m_after[*]} / ${m_growth[*]} / ${m_last[*]}
+EOF
+} > "$work/results.md"
+
+cp "$work/results.md" "$RESULTS"
+
+# a full run (the defaults or more) also refreshes bench/README.md's copy
+if (( RUNS >= 5 && USERS == 10000 && MEM_FANOUTS >= 100 )) \
+   && [ "$RESULTS" = "$bench/results.md" ] \
+   && grep -q '^<!-- results -->$' "$bench/README.md"
+then
+    awk -v f="$work/results.md" '
+        /^<!-- results -->$/ { print; while ((getline l < f) > 0) {
+                                   if (l !~ /^# /) print l }
+                               skip = 1; next }
+        /^<!-- \/results -->$/ { skip = 0 }
+        !skip' "$bench/README.md" > "$work/README.md"
+    cat "$work/README.md" > "$bench/README.md"
+fi
+
+cat "$work/results.md"
