@@ -94,6 +94,8 @@ static int ngx_http_timpush_json_on_null(void *data);
 static int ngx_http_timpush_json_on_boolean(void *data, int value);
 static int ngx_http_timpush_json_on_number(void *data, const char *s,
     size_t len);
+static int ngx_http_timpush_json_add_text(ngx_http_timpush_json_ctx_t *ctx,
+    ngx_uint_t type, const u_char *s, size_t len);
 static int ngx_http_timpush_json_on_string(void *data, const u_char *s,
     size_t len);
 static int ngx_http_timpush_json_on_key(void *data, const u_char *s,
@@ -579,15 +581,31 @@ ngx_http_timpush_json_on_number(void *data, const char *s, size_t len)
 {
     ngx_http_timpush_json_ctx_t  *ctx = data;
 
-    ngx_http_timpush_json_t  *v;
-
     if (!ngx_http_timpush_json_keep(ctx)) {
         return 1;
     }
 
-    v = ngx_http_timpush_json_add(ctx, NGX_HTTP_TIMPUSH_JSON_NUMBER);
+    return ngx_http_timpush_json_add_text(ctx, NGX_HTTP_TIMPUSH_JSON_NUMBER,
+                                          (const u_char *) s, len);
+}
+
+
+/* a number or a string: its text, copied */
+
+static int
+ngx_http_timpush_json_add_text(ngx_http_timpush_json_ctx_t *ctx,
+    ngx_uint_t type, const u_char *s, size_t len)
+{
+    ngx_http_timpush_json_t  *v;
+
+    v = ngx_http_timpush_json_add(ctx, type);
     if (v == NULL) {
         return 0;
+    }
+
+    if (len == 0) {
+        ngx_str_set(&v->str, "");
+        return 1;
     }
 
     v->str.data = ngx_pnalloc(ctx->pool, len);
@@ -615,8 +633,6 @@ ngx_http_timpush_json_on_string(void *data, const u_char *s, size_t len)
 {
     ngx_http_timpush_json_ctx_t  *ctx = data;
 
-    ngx_http_timpush_json_t  *v;
-
     if (ngx_http_timpush_utf8_check((u_char *) s, len, 0) != NGX_OK) {
         ctx->error = "invalid UTF-8 in a string";
         return 0;
@@ -626,26 +642,8 @@ ngx_http_timpush_json_on_string(void *data, const u_char *s, size_t len)
         return 1;
     }
 
-    v = ngx_http_timpush_json_add(ctx, NGX_HTTP_TIMPUSH_JSON_STRING);
-    if (v == NULL) {
-        return 0;
-    }
-
-    if (len == 0) {
-        ngx_str_set(&v->str, "");
-        return 1;
-    }
-
-    v->str.data = ngx_pnalloc(ctx->pool, len);
-    if (v->str.data == NULL) {
-        ctx->nomem = 1;
-        return 0;
-    }
-
-    ngx_memcpy(v->str.data, s, len);
-    v->str.len = len;
-
-    return 1;
+    return ngx_http_timpush_json_add_text(ctx, NGX_HTTP_TIMPUSH_JSON_STRING,
+                                          s, len);
 }
 
 
