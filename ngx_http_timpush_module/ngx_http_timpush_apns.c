@@ -1314,6 +1314,12 @@ ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
         return;
     }
 
+    /*
+     * On an error the answers collected so far are left to close(): it
+     * takes them once the connection is marked closed, so nothing they
+     * re-send goes onto this connection.
+     */
+
     for ( ;; ) {
         n = c->recv(c, hc->in, NGX_HTTP_TIMPUSH_APNS_IN_SIZE);
 
@@ -1322,7 +1328,6 @@ ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
         }
 
         if (n == 0 || n == NGX_ERROR) {
-            ngx_http_timpush_apns_answered(hc);
             ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
             return;
         }
@@ -1333,7 +1338,6 @@ ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
                           "timpush apns: %V: %s", &hc->peer->name,
                           nghttp2_strerror(rc));
-            ngx_http_timpush_apns_answered(hc);
             ngx_http_timpush_apns_fail(hc, "ProtocolError");
             return;
         }
@@ -1342,7 +1346,6 @@ ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
     }
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_timpush_apns_answered(hc);
         ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
         return;
     }
@@ -1356,13 +1359,7 @@ ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
     }
 
     ngx_http_timpush_apns_dispatch(hc->channel);
-
-    if (ngx_http_timpush_apns_flush(hc) != NGX_OK) {
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    ngx_http_timpush_apns_idle(hc);
+    ngx_http_timpush_apns_write_handler(c->write);
 }
 
 
@@ -1591,7 +1588,7 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
                       &peer->name, reason, hc->backoff);
     }
 
-    ngx_http_timpush_apns_close(hc);
+    /* the backoff first: what close() re-sends must not reopen this one */
 
     if (!hc->reconnect.timer_set && !ngx_exiting) {
         ngx_add_timer(&hc->reconnect, hc->backoff);
@@ -1599,10 +1596,17 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
                               NGX_HTTP_TIMPUSH_APNS_BACKOFF_MAX);
     }
 
+    ngx_http_timpush_apns_close(hc);
+
     /* other connections may take what this one held */
     ngx_http_timpush_apns_dispatch(ch);
 }
 
+
+/*
+ * The connection is torn down first; only then are its notifications
+ * given their outcome, which may re-send them and open connections.
+ */
 
 static void
 ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc)
@@ -1610,22 +1614,21 @@ ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc)
     ngx_queue_t                   *q;
     ngx_connection_t              *c;
     ngx_http_timpush_apns_note_t  *note;
-    nghttp2_session               *session;
 
     c = hc->pc.connection;
-    session = hc->session;
 
     hc->state = NGX_HTTP_TIMPUSH_APNS_CLOSED;
-    hc->session = NULL;
     hc->pc.connection = NULL;
+    hc->streams = 0;
 
     if (hc->ping.timer_set) {
         ngx_del_timer(&hc->ping);
     }
 
-    if (session) {
+    if (hc->session) {
         /* no stream callbacks from here: nghttp2 just frees */
-        nghttp2_session_del(session);
+        nghttp2_session_del(hc->session);
+        hc->session = NULL;
     }
 
     /* notes on streams never answered: to be sent again elsewhere */
@@ -1634,26 +1637,9 @@ ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc)
         q = ngx_queue_head(&hc->inflight);
         ngx_queue_remove(q);
         note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, link);
-        note->conn = NULL;
         note->status = 0;
-
-        if (!ngx_http_timpush_apns_exiting) {
-            ngx_queue_insert_tail(&hc->answered, &note->queue);
-        }
+        ngx_queue_insert_tail(&hc->answered, &note->queue);
     }
-
-    while (!ngx_queue_empty(&hc->answered)) {
-        q = ngx_queue_head(&hc->answered);
-        ngx_queue_remove(q);
-        note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
-        note->conn = NULL;
-
-        if (!ngx_http_timpush_apns_exiting) {
-            ngx_http_timpush_apns_outcome(note);
-        }
-    }
-
-    hc->streams = 0;
 
     if (c) {
         if (c->ssl) {
@@ -1669,6 +1655,14 @@ ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc)
         ngx_destroy_pool(hc->pool);
         hc->pool = NULL;
     }
+
+    if (ngx_http_timpush_apns_exiting) {
+        /* the requests waiting for answers go with the process */
+        ngx_queue_init(&hc->answered);
+        return;
+    }
+
+    ngx_http_timpush_apns_answered(hc);
 }
 
 
