@@ -14,7 +14,8 @@ use JSON::PP ();
 use POSIX ();
 use Time::HiRes ();
 
-my $http = HTTP::Tiny->new(timeout => 60, keep_alive => 1);
+# longer than any deadline a test sets (60 s under valgrind)
+my $http = HTTP::Tiny->new(timeout => 180, keep_alive => 1);
 
 # the simulator, in the same nginx as the gateway
 sub simulator {
@@ -106,7 +107,7 @@ sub register_many {
 sub push_message {
     my ($body, $port) = @_;
     if ($port) {
-        my $res = HTTP::Tiny->new(timeout => 120)->post(
+        my $res = HTTP::Tiny->new(timeout => 180)->post(
             "http://127.0.0.1:$port/v1/push",
             { content => JSON::PP::encode_json($body) });
         return ($res->{status}, eval { JSON::PP::decode_json($res->{content}) },
