@@ -110,7 +110,7 @@ ngx_int_t ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
     ngx_http_timpush_main_conf_t *tmcf);
 void ngx_http_timpush_store_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_timpush_store_run(ngx_http_timpush_script_e script,
-    ngx_str_t *key, ngx_uint_t nargs, ngx_str_t *args,
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
     ngx_http_timpush_store_handler_pt handler, void *data,
     ngx_http_timpush_store_cmd_t **cmdp);
 void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);

@@ -843,7 +843,7 @@ ngx_http_timpush_api_run(ngx_http_request_t *r,
         break;
     }
 
-    rc = ngx_http_timpush_store_run(script, &ctx->key, nargs, args,
+    rc = ngx_http_timpush_store_run(script, &ctx->key, 1, args, nargs,
                                     ngx_http_timpush_api_reply, r,
                                     &ctx->cmd);
 

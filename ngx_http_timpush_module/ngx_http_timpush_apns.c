@@ -116,7 +116,7 @@ static u_char *ngx_http_timpush_apns_random(size_t n);
 static void ngx_http_timpush_apns_dispatch(
     ngx_http_timpush_apns_channel_t *ch);
 static ngx_http_timpush_apns_conn_t *ngx_http_timpush_apns_pick(
-    ngx_http_timpush_apns_channel_t *ch);
+    ngx_http_timpush_apns_channel_t *ch, ngx_uint_t *room);
 static ngx_int_t ngx_http_timpush_apns_submit(
     ngx_http_timpush_apns_conn_t *hc, ngx_http_timpush_apns_note_t *note);
 static ngx_http_timpush_apns_peer_t *ngx_http_timpush_apns_next_peer(
@@ -635,6 +635,8 @@ ngx_int_t
 ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
 {
     u_char                           *p, *r, uuid[16];
+    ngx_msec_t                        timeout;
+    ngx_msec_int_t                    left;
     ngx_http_timpush_apns_channel_t  *ch;
 
     ch = &ngx_http_timpush_apns_channels[note->cred->index];
@@ -680,7 +682,14 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
     note->retry.data = note;
     note->retry.log = ch->log;
 
-    ngx_add_timer(&note->deadline, ngx_http_timpush_apns_conf->apns_timeout);
+    timeout = ngx_http_timpush_apns_conf->apns_timeout;
+
+    if (note->expires) {
+        left = (ngx_msec_int_t) (note->expires - ngx_current_msec);
+        timeout = (left > 0) ? (ngx_msec_t) left : 1;
+    }
+
+    ngx_add_timer(&note->deadline, timeout);
 
     ngx_queue_insert_tail(&ch->waiting, &note->queue);
     ch->nwaiting++;
@@ -720,6 +729,40 @@ ngx_http_timpush_apns_random(size_t n)
 }
 
 
+/*
+ * Streams of every connection, open or not yet (taken at the server's
+ * SETTINGS_MAX_CONCURRENT_STREAMS once known, else at the default).
+ */
+
+ngx_uint_t
+ngx_http_timpush_apns_capacity(void)
+{
+    ngx_uint_t                        i, j, n;
+    ngx_http_timpush_apns_conn_t     *hc;
+    ngx_http_timpush_apns_channel_t  *ch;
+
+    n = 0;
+
+    for (i = 0; i < ngx_http_timpush_apns_nchannels; i++) {
+        ch = &ngx_http_timpush_apns_channels[i];
+
+        for (j = 0; j < ch->nconns; j++) {
+            hc = &ch->conns[j];
+
+            if (hc->state == NGX_HTTP_TIMPUSH_APNS_READY) {
+                n += nghttp2_session_get_remote_settings(hc->session,
+                                 NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+
+            } else {
+                n += NGX_HTTP_TIMPUSH_APNS_STREAMS;
+            }
+        }
+    }
+
+    return n;
+}
+
+
 void
 ngx_http_timpush_apns_cancel(ngx_http_timpush_apns_note_t *note)
 {
@@ -738,42 +781,48 @@ static void
 ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
 {
     ngx_int_t                      rc;
-    ngx_uint_t                     i, connecting;
+    ngx_uint_t                     i, room, connecting;
     ngx_queue_t                   *q;
     ngx_http_timpush_apns_conn_t  *hc;
     ngx_http_timpush_apns_note_t  *note;
 
     while (!ngx_queue_empty(&ch->waiting)) {
 
-        hc = ngx_http_timpush_apns_pick(ch);
+        hc = ngx_http_timpush_apns_pick(ch, &room);
         if (hc == NULL) {
             break;
         }
 
-        q = ngx_queue_head(&ch->waiting);
-        note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
+        /* the connection picked is filled as far as it goes */
 
-        ngx_queue_remove(q);
-        ch->nwaiting--;
-        note->queued = 0;
+        while (room-- && !ngx_queue_empty(&ch->waiting)
+               && hc->state == NGX_HTTP_TIMPUSH_APNS_READY)
+        {
+            q = ngx_queue_head(&ch->waiting);
+            note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
 
-        rc = ngx_http_timpush_apns_submit(hc, note);
+            ngx_queue_remove(q);
+            ch->nwaiting--;
+            note->queued = 0;
 
-        if (rc == NGX_DECLINED) {
-            /* no provider token can be made: nothing will change that */
-            note->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            ngx_str_set(&note->reason, "ProviderTokenError");
-            ngx_http_timpush_apns_finish(note);
-            continue;
+            rc = ngx_http_timpush_apns_submit(hc, note);
+
+            if (rc == NGX_DECLINED) {
+                /* no provider token can be made: nothing will change it */
+                note->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+                ngx_str_set(&note->reason, "ProviderTokenError");
+                ngx_http_timpush_apns_finish(note);
+                continue;
+            }
+
+            if (rc != NGX_OK) {
+                ngx_http_timpush_apns_again(note, 0);
+                ngx_http_timpush_apns_fail(hc, "ProtocolError");
+                break;
+            }
+
+            ngx_http_timpush_apns_post_flush(hc);
         }
-
-        if (rc != NGX_OK) {
-            ngx_http_timpush_apns_again(note, 0);
-            ngx_http_timpush_apns_fail(hc, "ProtocolError");
-            continue;
-        }
-
-        ngx_http_timpush_apns_post_flush(hc);
     }
 
     if (ngx_queue_empty(&ch->waiting)) {
@@ -807,7 +856,8 @@ ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
 /* the ready connection with the most free streams */
 
 static ngx_http_timpush_apns_conn_t *
-ngx_http_timpush_apns_pick(ngx_http_timpush_apns_channel_t *ch)
+ngx_http_timpush_apns_pick(ngx_http_timpush_apns_channel_t *ch,
+    ngx_uint_t *room)
 {
     uint32_t                       max;
     ngx_uint_t                     i, free, best_free;
@@ -828,11 +878,23 @@ ngx_http_timpush_apns_pick(ngx_http_timpush_apns_channel_t *ch)
 
         free = (max > hc->streams) ? max - hc->streams : 0;
 
+        /*
+         * A busy connection is filled up again only once an eighth of
+         * what it may carry is free: fewer and larger writes, on both
+         * sides; the answers it waits for free the room.
+         */
+
+        if (hc->streams && free < (max + 7) / 8) {
+            continue;
+        }
+
         if (free > best_free) {
             best = hc;
             best_free = free;
         }
     }
+
+    *room = best_free;
 
     return best;
 }
@@ -1343,6 +1405,11 @@ ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
         }
 
         hc->ping_sent = 0;
+
+        if (!c->read->ready) {
+            /* drained: another read would only say so */
+            break;
+        }
     }
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {

@@ -39,6 +39,10 @@ struct ngx_http_timpush_apns_note_s {
     ngx_str_t                        collapse_id;
     ngx_uint_t                       priority;
     int64_t                          expiration;    /* -1: none */
+    ngx_msec_t                       expires;       /* ngx_current_msec
+                                                       of the deadline;
+                                                       0: timpush_apns_timeout
+                                                       from now */
     ngx_http_timpush_apns_done_pt    done;
     void                            *data;
 
@@ -76,6 +80,9 @@ void ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle);
 
 /* NGX_OK: done() will be called; NGX_BUSY: the queue is full */
 ngx_int_t ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note);
+
+/* how many notifications the connections can carry at once */
+ngx_uint_t ngx_http_timpush_apns_capacity(void);
 
 /* the caller is gone: done() is not called and the stream is reset */
 void ngx_http_timpush_apns_cancel(ngx_http_timpush_apns_note_t *note);

@@ -3,16 +3,30 @@
  * Copyright (C) timpush authors
  *
  * POST /v1/push (DESIGN 4): the message is checked and rendered once, the
- * recipients' devices are read from Redis in one pipeline (one script per
- * user, which also counts the badges), each device gets its notification
- * through the transport, dead tokens are pruned, and the caller gets one
- * answer listing every device.
+ * recipients' devices are read from Redis in one pipeline (one script call
+ * per batch of users, which also counts the badges), each device gets its
+ * notification through the transport as soon as its batch is read, dead
+ * tokens are pruned, and the caller gets one answer listing every device.
  */
 
 
 #include "ngx_http_timpush.h"
 #include "ngx_http_timpush_apns.h"
 #include "ngx_http_timpush_render.h"
+
+
+/*
+ * Users per PUSH script call: Redis spends about 1.5 us on a call besides
+ * its work per user (about 8 us), and the first notifications wait for
+ * their whole batch.  At most NGX_HTTP_TIMPUSH_PUSH_INFLIGHT calls of one
+ * push wait in Redis at a time, so other requests' commands are not
+ * queued behind a whole fan-out; and the next users are read only while
+ * the notifications of this push not yet answered are fewer than half as
+ * many again as the connections can carry: Redis keeps pace with APNs
+ * instead of running ahead of it, and the queue of a push stays short.
+ */
+#define NGX_HTTP_TIMPUSH_PUSH_BATCH     32
+#define NGX_HTTP_TIMPUSH_PUSH_INFLIGHT  8
 
 
 typedef struct ngx_http_timpush_push_s  ngx_http_timpush_push_t;
@@ -38,11 +52,20 @@ typedef struct ngx_http_timpush_recipient_s {
     ngx_str_t                           user;
     ngx_str_t                           key;
     ngx_http_timpush_push_t            *push;
-    ngx_http_timpush_store_cmd_t       *cmd;
     ngx_http_timpush_device_note_t     *devices;
     ngx_uint_t                          ndevices;
     const char                         *error;
 } ngx_http_timpush_recipient_t;
+
+
+/* the recipients read by one script call */
+
+typedef struct {
+    ngx_http_timpush_push_t            *push;
+    ngx_http_timpush_recipient_t       *rcpts;
+    ngx_uint_t                          nrcpts;
+    ngx_http_timpush_store_cmd_t       *cmd;
+} ngx_http_timpush_batch_t;
 
 
 struct ngx_http_timpush_push_s {
@@ -51,19 +74,32 @@ struct ngx_http_timpush_push_s {
     ngx_http_timpush_payload_t          payload;
     ngx_http_timpush_recipient_t       *rcpts;
     ngx_uint_t                          nrcpts;
+    ngx_http_timpush_batch_t           *batches;
+    ngx_uint_t                          nbatches;
+    ngx_uint_t                          next;        /* batch to read */
+    ngx_uint_t                          reading;     /* batches in Redis */
+    ngx_uint_t                          notes;       /* not answered */
     ngx_uint_t                          pending;
+    ngx_str_t                           inc;
     int64_t                             started;     /* ms */
+    ngx_msec_t                          expires;     /* the deadline */
     unsigned                            answered:1;
 };
 
 
 static ngx_int_t ngx_http_timpush_push_skip(ngx_http_request_t *r,
     ngx_http_timpush_message_t *msg);
-static void ngx_http_timpush_push_devices(void *data, redisReply *reply,
+static void ngx_http_timpush_push_more(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_read(void *data, redisReply *reply,
     ngx_int_t rc);
-static ngx_int_t ngx_http_timpush_push_device(
-    ngx_http_timpush_recipient_t *rc, ngx_http_timpush_device_note_t *dn,
-    redisReply **e);
+static ngx_int_t ngx_http_timpush_push_devices(
+    ngx_http_timpush_recipient_t *rcpt, redisReply *reply);
+static ngx_http_timpush_device_note_t *ngx_http_timpush_push_find(
+    ngx_http_timpush_recipient_t *rcpt, redisReply *field);
+static void ngx_http_timpush_push_sort(ngx_http_timpush_device_note_t *dn,
+    ngx_uint_t n);
+static void ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
+    ngx_http_timpush_device_note_t *dn);
 static void ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note);
 static ngx_int_t ngx_http_timpush_push_prune(
     ngx_http_timpush_device_note_t *dn);
@@ -84,11 +120,12 @@ ngx_int_t
 ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
 {
     ngx_int_t                       rc;
-    ngx_str_t                       arg, *to;
+    ngx_str_t                      *to;
     ngx_uint_t                      i;
     ngx_time_t                     *tp;
     ngx_pool_cleanup_t             *cln;
     ngx_http_timpush_push_t        *push;
+    ngx_http_timpush_batch_t       *batch;
     ngx_http_timpush_recipient_t   *rcpt;
     ngx_http_timpush_render_err_t   err;
     ngx_http_timpush_main_conf_t   *tmcf;
@@ -136,11 +173,14 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
                                           err.code, "%s", err.msg);
     }
 
-    /* every recipient's command is queued, or none */
+    /* every batch's command is queued, or none */
 
     push->nrcpts = push->msg.to.nelts;
+    push->nbatches = (push->nrcpts + NGX_HTTP_TIMPUSH_PUSH_BATCH - 1)
+                     / NGX_HTTP_TIMPUSH_PUSH_BATCH;
 
-    rc = ngx_http_timpush_store_room(push->nrcpts);
+    rc = ngx_http_timpush_store_room(ngx_min(push->nbatches,
+                                             NGX_HTTP_TIMPUSH_PUSH_INFLIGHT));
     if (rc != NGX_OK) {
         return ngx_http_timpush_api_store_error(r, rc);
     }
@@ -149,6 +189,26 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
                                        * sizeof(ngx_http_timpush_recipient_t));
     if (push->rcpts == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    push->batches = ngx_pcalloc(r->pool, push->nbatches
+                                         * sizeof(ngx_http_timpush_batch_t));
+    if (push->batches == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    to = push->msg.to.elts;
+
+    for (i = 0; i < push->nrcpts; i++) {
+        rcpt = &push->rcpts[i];
+        rcpt->user = to[i];
+        rcpt->push = push;
+
+        if (ngx_http_timpush_store_key(r->pool, &rcpt->user, &rcpt->key)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -162,39 +222,26 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     tp = ngx_timeofday();
     push->started = (int64_t) tp->sec * 1000 + tp->msec;
 
-    ngx_str_set(&arg, "1");
+    /* notifications sent late in the push share its deadline */
+    push->expires = ngx_current_msec
+                    + tmcf->apns_timeout;
+
+    ngx_str_set(&push->inc, "1");
 
     if (push->msg.ignore_badge) {
-        ngx_str_set(&arg, "0");
+        ngx_str_set(&push->inc, "0");
     }
 
-    to = push->msg.to.elts;
-
-    for (i = 0; i < push->nrcpts; i++) {
-        rcpt = &push->rcpts[i];
-        rcpt->user = to[i];
-        rcpt->push = push;
-
-        if (ngx_http_timpush_store_key(r->pool, &rcpt->user, &rcpt->key)
-            != NGX_OK)
-        {
-            rcpt->error = "store_unavailable";
-            continue;
-        }
-
-        rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
-                                        &rcpt->key, 1, &arg,
-                                        ngx_http_timpush_push_devices, rcpt,
-                                        &rcpt->cmd);
-        if (rc != NGX_OK) {
-            rcpt->cmd = NULL;
-            rcpt->error = (rc == NGX_BUSY) ? "overloaded"
-                                           : "store_unavailable";
-            continue;
-        }
-
-        push->pending++;
+    for (i = 0; i < push->nbatches; i++) {
+        batch = &push->batches[i];
+        batch->push = push;
+        batch->rcpts = &push->rcpts[i * NGX_HTTP_TIMPUSH_PUSH_BATCH];
+        batch->nrcpts = ngx_min(NGX_HTTP_TIMPUSH_PUSH_BATCH,
+                                push->nrcpts
+                                - i * NGX_HTTP_TIMPUSH_PUSH_BATCH);
     }
+
+    ngx_http_timpush_push_more(push);
 
     if (push->pending == 0) {
         /* nothing went out: no recipient could be read */
@@ -240,53 +287,108 @@ ngx_http_timpush_push_skip(ngx_http_request_t *r,
 }
 
 
-/* one recipient's devices: {token, business_id, badge, registered_at}... */
+/* the next batches of users, while the window lets them */
 
 static void
-ngx_http_timpush_push_devices(void *data, redisReply *reply, ngx_int_t rc)
+ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 {
-    ngx_http_timpush_recipient_t *rcpt = data;
+    ngx_int_t                  rc;
+    ngx_str_t                  keys[NGX_HTTP_TIMPUSH_PUSH_BATCH];
+    ngx_uint_t                 i, window;
+    const char                *error;
+    ngx_http_timpush_batch_t  *batch;
 
-    ngx_uint_t                       i, n;
+    window = 0;
+
+    while (push->next < push->nbatches
+           && push->reading < NGX_HTTP_TIMPUSH_PUSH_INFLIGHT)
+    {
+        if (push->notes || push->reading) {
+
+            /* past the deadline what is read fails at once: no window */
+
+            if ((ngx_msec_int_t) (ngx_current_msec - push->expires) < 0) {
+
+                if (window == 0) {
+                    window = ngx_http_timpush_apns_capacity();
+                    window *= 2;
+                }
+
+                if (push->notes + push->reading * NGX_HTTP_TIMPUSH_PUSH_BATCH
+                    >= window)
+                {
+                    break;
+                }
+            }
+        }
+
+        batch = &push->batches[push->next++];
+
+        for (i = 0; i < batch->nrcpts; i++) {
+            keys[i] = batch->rcpts[i].key;
+        }
+
+        rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
+                                        keys, batch->nrcpts, &push->inc, 1,
+                                        ngx_http_timpush_push_read, batch,
+                                        &batch->cmd);
+        if (rc != NGX_OK) {
+            batch->cmd = NULL;
+            error = (rc == NGX_BUSY) ? "overloaded" : "store_unavailable";
+
+            for (i = 0; i < batch->nrcpts; i++) {
+                batch->rcpts[i].error = error;
+            }
+
+            continue;
+        }
+
+        push->reading++;
+        push->pending++;
+    }
+}
+
+
+/* a batch of users read: one reply per user, in the order of the keys */
+
+static void
+ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_timpush_batch_t *batch = data;
+
+    ngx_uint_t                       i, j;
     ngx_http_timpush_push_t         *push;
-    ngx_http_timpush_device_note_t  *dn;
+    ngx_http_timpush_recipient_t    *rcpt;
 
-    push = rcpt->push;
-    rcpt->cmd = NULL;
+    push = batch->push;
+    batch->cmd = NULL;
+    push->reading--;
 
-    /* the recipient's own pending count is kept until its loop is over */
+    /* the batch's own pending count is kept until its loop is over */
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements % 4)
+        || reply->elements != batch->nrcpts)
     {
-        rcpt->error = "store_unavailable";
+        for (i = 0; i < batch->nrcpts; i++) {
+            batch->rcpts[i].error = "store_unavailable";
+        }
+
         push->pending--;
         ngx_http_timpush_push_done(push);
         return;
     }
 
-    n = reply->elements / 4;
+    for (i = 0; i < batch->nrcpts; i++) {
+        rcpt = &batch->rcpts[i];
 
-    if (n) {
-        rcpt->devices = ngx_pcalloc(push->request->pool,
-                                  n * sizeof(ngx_http_timpush_device_note_t));
-        if (rcpt->devices == NULL) {
+        if (ngx_http_timpush_push_devices(rcpt, reply->element[i]) != NGX_OK) {
+            rcpt->ndevices = 0;
             rcpt->error = "store_unavailable";
-            push->pending--;
-            ngx_http_timpush_push_done(push);
-            return;
+            continue;
         }
-    }
 
-    rcpt->ndevices = n;
-
-    for (i = 0; i < n; i++) {
-        dn = &rcpt->devices[i];
-
-        if (ngx_http_timpush_push_device(rcpt, dn, &reply->element[i * 4])
-            != NGX_OK)
-        {
-            dn->unknown = 1;
+        for (j = 0; j < rcpt->ndevices; j++) {
+            ngx_http_timpush_push_device(rcpt, &rcpt->devices[j]);
         }
     }
 
@@ -295,9 +397,202 @@ ngx_http_timpush_push_devices(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * One user's hash (t:, r:, b:, f: per token, then n: with the new
+ * badges) into its devices, oldest registration first.
+ */
+
 static ngx_int_t
+ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
+    redisReply *reply)
+{
+    u_char                          *f;
+    ngx_int_t                        v;
+    ngx_uint_t                       i, n;
+    redisReply                      *field, *value;
+    ngx_http_timpush_push_t         *push;
+    ngx_http_timpush_device_note_t  *dn;
+
+    push = rcpt->push;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < reply->elements; i += 2) {
+        field = reply->element[i];
+
+        if (field->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+
+        if (field->len > 2 && field->str[0] == 't' && field->str[1] == ':') {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    rcpt->devices = ngx_pcalloc(push->request->pool,
+                                n * sizeof(ngx_http_timpush_device_note_t));
+    if (rcpt->devices == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < reply->elements; i += 2) {
+        field = reply->element[i];
+        value = reply->element[i + 1];
+
+        if (field->len <= 2 || field->str[0] != 't' || field->str[1] != ':') {
+            continue;
+        }
+
+        if (value->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+
+        dn = &rcpt->devices[rcpt->ndevices++];
+
+        dn->note.token.len = field->len - 2;
+        dn->note.token.data = ngx_pnalloc(push->request->pool,
+                                          field->len - 2);
+        if (dn->note.token.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(dn->note.token.data, field->str + 2, field->len - 2);
+
+        /* not a number: no credential has it, "unknown_business_id" */
+        dn->business_id = ngx_atoi((u_char *) value->str, value->len);
+    }
+
+    for (i = 0; i < reply->elements; i += 2) {
+        field = reply->element[i];
+        value = reply->element[i + 1];
+        f = (u_char *) field->str;
+
+        if (field->len <= 2 || f[1] != ':' || f[0] == 't') {
+            continue;
+        }
+
+        dn = ngx_http_timpush_push_find(rcpt, field);
+        if (dn == NULL) {
+            /* a field of a token that has no t: (never written so) */
+            continue;
+        }
+
+        switch (f[0]) {
+
+        case 'r':
+        case 'b':
+            if (value->type != REDIS_REPLY_STRING) {
+                return NGX_ERROR;
+            }
+
+            v = ngx_atoi((u_char *) value->str, value->len);
+            if (v == NGX_ERROR) {
+                v = 0;
+            }
+
+            if (f[0] == 'r') {
+                dn->registered_at = v;
+
+            } else {
+                dn->badge = v;
+            }
+
+            break;
+
+        case 'f':
+            dn->foreground = 1;
+            break;
+
+        case 'n':
+            if (value->type != REDIS_REPLY_INTEGER) {
+                return NGX_ERROR;
+            }
+
+            /* the new badge: after every b: in the reply */
+            dn->badge = value->integer;
+            break;
+        }
+    }
+
+    ngx_http_timpush_push_sort(rcpt->devices, rcpt->ndevices);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_timpush_device_note_t *
+ngx_http_timpush_push_find(ngx_http_timpush_recipient_t *rcpt,
+    redisReply *field)
+{
+    size_t                           len;
+    ngx_uint_t                       i;
+    ngx_http_timpush_device_note_t  *dn;
+
+    len = field->len - 2;
+
+    /* a few devices per user: devices_per_app for each app */
+
+    for (i = 0; i < rcpt->ndevices; i++) {
+        dn = &rcpt->devices[i];
+
+        if (dn->note.token.len == len
+            && ngx_memcmp(dn->note.token.data, field->str + 2, len) == 0)
+        {
+            return dn;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* oldest registration first, then by token; insertion sort of a few */
+
+static void
+ngx_http_timpush_push_sort(ngx_http_timpush_device_note_t *dn, ngx_uint_t n)
+{
+    ngx_int_t                       c;
+    ngx_uint_t                      i, j;
+    ngx_http_timpush_device_note_t  t;
+
+    for (i = 1; i < n; i++) {
+        t = dn[i];
+
+        for (j = i; j > 0; j--) {
+            if (dn[j - 1].registered_at != t.registered_at) {
+                if (dn[j - 1].registered_at < t.registered_at) {
+                    break;
+                }
+
+            } else {
+                c = ngx_memn2cmp(dn[j - 1].note.token.data,
+                                 t.note.token.data,
+                                 dn[j - 1].note.token.len,
+                                 t.note.token.len);
+                if (c <= 0) {
+                    break;
+                }
+            }
+
+            dn[j] = dn[j - 1];
+        }
+
+        dn[j] = t;
+    }
+}
+
+
+static void
 ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
-    ngx_http_timpush_device_note_t *dn, redisReply **e)
+    ngx_http_timpush_device_note_t *dn)
 {
     u_char                          *p;
     ngx_int_t                        rc;
@@ -313,28 +608,9 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     dn->push = push;
     dn->rcpt = rcpt;
 
-    if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING
-        || e[2]->type != REDIS_REPLY_INTEGER
-        || e[3]->type != REDIS_REPLY_STRING)
-    {
-        return NGX_ERROR;
-    }
-
-    note->token.len = e[0]->len;
-    note->token.data = ngx_pnalloc(push->request->pool, e[0]->len);
-    if (note->token.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(note->token.data, e[0]->str, e[0]->len);
-
-    dn->business_id = ngx_atoi((u_char *) e[1]->str, e[1]->len);
-    dn->badge = e[2]->integer;
-    dn->registered_at = ngx_atoi((u_char *) e[3]->str, e[3]->len);
-
-    if (dn->badge < 0) {
-        dn->foreground = 1;
-        return NGX_OK;
+    if (dn->foreground) {
+        dn->badge = -1;
+        return;
     }
 
     tmcf = ngx_http_get_module_main_conf(push->request,
@@ -345,7 +621,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     if (note->cred == NULL) {
         /* registered under a credential that is no longer configured */
         dn->unknown = 1;
-        return NGX_OK;
+        return;
     }
 
     note->payload[0] = push->payload.head;
@@ -367,24 +643,25 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     note->collapse_id = msg->collapse_id;
     note->priority = msg->priority;
     note->expiration = msg->expiration;
+    note->expires = push->expires;
     note->done = ngx_http_timpush_push_sent;
     note->data = dn;
 
     /* counted first: the answer may come before the call returns */
     dn->pending = 1;
     push->pending++;
+    push->notes++;
 
     rc = ngx_http_timpush_apns_send(note);
 
     if (rc != NGX_OK) {
         dn->pending = 0;
         push->pending--;
+        push->notes--;
         note->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_str_set(&note->reason, "Overloaded");
         note->finished = 1;
     }
-
-    return NGX_OK;
 }
 
 
@@ -399,6 +676,7 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
     ngx_http_timpush_push_t  *push;
 
     push = dn->push;
+    push->notes--;
 
     if (note->status != NGX_HTTP_OK) {
         *ngx_http_timpush_short_token(tok, &note->token) = '\0';
@@ -468,7 +746,7 @@ ngx_http_timpush_push_prune(ngx_http_timpush_device_note_t *dn)
     args[1].len = p - buf;
 
     if (ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PRUNE,
-                                   &dn->rcpt->key, 2, args,
+                                   &dn->rcpt->key, 1, args, 2,
                                    ngx_http_timpush_push_pruned, dn,
                                    &dn->prune)
         != NGX_OK)
@@ -525,7 +803,13 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    if (push->pending || push->answered) {
+    if (push->answered) {
+        return;
+    }
+
+    ngx_http_timpush_push_more(push);
+
+    if (push->pending) {
         return;
     }
 
@@ -726,13 +1010,15 @@ ngx_http_timpush_push_cleanup(void *data)
     ngx_http_timpush_recipient_t    *rcpt;
     ngx_http_timpush_device_note_t  *dn;
 
+    for (i = 0; i < push->nbatches; i++) {
+        if (push->batches[i].cmd) {
+            ngx_http_timpush_store_forget(push->batches[i].cmd);
+            push->batches[i].cmd = NULL;
+        }
+    }
+
     for (i = 0; i < push->nrcpts; i++) {
         rcpt = &push->rcpts[i];
-
-        if (rcpt->cmd) {
-            ngx_http_timpush_store_forget(rcpt->cmd);
-            rcpt->cmd = NULL;
-        }
 
         for (j = 0; j < rcpt->ndevices; j++) {
             dn = &rcpt->devices[j];

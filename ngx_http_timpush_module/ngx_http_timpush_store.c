@@ -173,41 +173,41 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "return 1\n"),
 
     /*
-     * PUSH inc -> {token, business_id, badge, registered_at, ...}, oldest
-     * registration first; badge -1: in the foreground, not pushed.  With
-     * inc = 1 the badge of every device pushed to grows by one.
+     * PUSH inc -> for each key, that user's hash as HGETALL gives it
+     * (field, value, ...), followed with inc = 1 by n:<token>, the new
+     * badge, for every device not in the foreground: its badge is
+     * incremented here.  Several users per call, and the work left to
+     * Redis kept to its two commands: pairing, ordering and checking the
+     * fields is done by the caller (push.c).
      */
     ngx_string(
-    "local k, inc = KEYS[1], ARGV[1] == '1'\n"
-    "local all = redis.call('HGETALL', k)\n"
-    "local h, devs = {}, {}\n"
-    "for i = 1, #all, 2 do h[all[i]] = all[i + 1] end\n"
-    "for f, v in pairs(h) do\n"
-    "  if string.sub(f, 1, 2) == 't:' then\n"
-    "    local t = string.sub(f, 3)\n"
-    "    devs[#devs + 1] = {t, v, tonumber(h['r:' .. t]) or 0}\n"
-    "  end\n"
-    "end\n"
-    "table.sort(devs, function(a, b)\n"
-    "  if a[3] ~= b[3] then return a[3] < b[3] end\n"
-    "  return a[1] < b[1]\n"
-    "end)\n"
-    "local out = {}\n"
-    "for _, d in ipairs(devs) do\n"
-    "  local t, badge = d[1], -1\n"
-    "  if not h['f:' .. t] then\n"
-    "    if inc then\n"
-    "      badge = redis.call('HINCRBY', k, 'b:' .. t, 1)\n"
-    "    else\n"
-    "      badge = tonumber(h['b:' .. t]) or 0\n"
+    "local inc, res = ARGV[1] == '1', {}\n"
+    "for j = 1, #KEYS do\n"
+    "  local k = KEYS[j]\n"
+    "  local all = redis.call('HGETALL', k)\n"
+    "  if inc then\n"
+    "    local n, fg = #all\n"
+    "    for i = 1, n, 2 do\n"
+    "      local a, b = string.byte(all[i], 1, 2)\n"
+    "      if a == 102 and b == 58 then\n"
+    "        fg = fg or {}\n"
+    "        fg[string.sub(all[i], 3)] = true\n"
+    "      end\n"
+    "    end\n"
+    "    for i = 1, n, 2 do\n"
+    "      local a, b = string.byte(all[i], 1, 2)\n"
+    "      if a == 116 and b == 58 then\n"
+    "        local t = string.sub(all[i], 3)\n"
+    "        if not (fg and fg[t]) then\n"
+    "          all[#all + 1] = 'n:' .. t\n"
+    "          all[#all + 1] = redis.call('HINCRBY', k, 'b:' .. t, 1)\n"
+    "        end\n"
+    "      end\n"
     "    end\n"
     "  end\n"
-    "  out[#out + 1] = t\n"
-    "  out[#out + 1] = d[2]\n"
-    "  out[#out + 1] = badge\n"
-    "  out[#out + 1] = tostring(d[3])\n"
+    "  res[j] = all\n"
     "end\n"
-    "return out\n"),
+    "return res\n"),
 
     /* PRUNE token before_ms -> 1 if removed (registered before that) */
     ngx_string(
@@ -576,8 +576,8 @@ ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user, ngx_str_t *key)
  */
 
 ngx_int_t
-ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *key,
-    ngx_uint_t nargs, ngx_str_t *args,
+ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
+    ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
     ngx_http_timpush_store_handler_pt handler, void *data,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
@@ -597,11 +597,15 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *key,
         return NGX_BUSY;
     }
 
-    /* EVALSHA|EVAL sha|script 1 key args... */
-    argc = 4 + nargs;
+    /* EVALSHA|EVAL sha|script nkeys keys... args... */
+    argc = 3 + nkeys + nargs;
 
     size = sizeof(ngx_http_timpush_store_cmd_t)
-           + argc * (sizeof(char *) + sizeof(size_t)) + key->len + 1;
+           + argc * (sizeof(char *) + sizeof(size_t)) + NGX_INT_T_LEN + 1;
+
+    for (i = 0; i < nkeys; i++) {
+        size += keys[i].len + 1;
+    }
 
     for (i = 0; i < nargs; i++) {
         size += args[i].len + 1;
@@ -623,17 +627,21 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *key,
 
     p = (u_char *) (cmd->argvlen + argc);
 
-    cmd->argv[2] = "1";
-    cmd->argvlen[2] = 1;
-
-    cmd->argv[3] = (char *) p;
-    cmd->argvlen[3] = key->len;
-    p = ngx_cpymem(p, key->data, key->len);
+    cmd->argv[2] = (char *) p;
+    p = ngx_sprintf(p, "%ui", nkeys);
+    cmd->argvlen[2] = p - (u_char *) cmd->argv[2];
     *p++ = '\0';
 
+    for (i = 0; i < nkeys; i++) {
+        cmd->argv[3 + i] = (char *) p;
+        cmd->argvlen[3 + i] = keys[i].len;
+        p = ngx_cpymem(p, keys[i].data, keys[i].len);
+        *p++ = '\0';
+    }
+
     for (i = 0; i < nargs; i++) {
-        cmd->argv[4 + i] = (char *) p;
-        cmd->argvlen[4 + i] = args[i].len;
+        cmd->argv[3 + nkeys + i] = (char *) p;
+        cmd->argvlen[3 + nkeys + i] = args[i].len;
         p = ngx_cpymem(p, args[i].data, args[i].len);
         *p++ = '\0';
     }

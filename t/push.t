@@ -388,3 +388,117 @@ GET /mock/log
 "token":"a5a5
 --- no_error_log
 [error]
+
+
+
+=== TEST 16: Redis is read a window at a time (2 streams, 1 connection): every device once, results in the order asked, devices oldest first
+--- http_config eval
+Timpush::Push::simulator(extra => 'http2_max_concurrent_streams 2; keepalive_requests 100000;')
+. "timpush_apns_connections 1;\n"
+--- init
+Timpush::Push::clear_log();
+my @tokens = Timpush::Push::register_many('win', 1000, 1001);
+# win500 gets two more devices, registered later: listed after its first
+my ($t2, $t3) = ('c3' x 32, 'c2' x 32);
+Time::HiRes::sleep(0.01);
+Timpush::Push::register('win500', $t2, 2001);
+Time::HiRes::sleep(0.01);
+Timpush::Push::register('win500', $t3, 1002);
+# win700's device is in the foreground
+Timpush::Push::call('POST', "/v1/users/win700/devices/$tokens[700]/foreground");
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "win$_" } 0 .. 999], elems => [{ type => 'text', text => 'w' }] });
+Test::More::is($status, 200, 'answered');
+Test::More::is($res->{sent}, 1001, '1001 sent');
+Test::More::is($res->{skipped}, 1, 'one skipped');
+Test::More::is($res->{failed}, 0, 'none failed');
+my @r = @{$res->{results}};
+Test::More::is(scalar @r, 1002, 'one result per device');
+my @users = map { $_->{user_id} } @r;
+my @want = map { ("win$_") x ($_ == 500 ? 3 : 1) } 0 .. 999;
+Test::More::is_deeply(\@users, \@want, 'results in the order of "to"');
+Test::More::is_deeply([map { $_->{token} } @r[500 .. 502]],
+                      [$tokens[500], $t2, $t3], 'win500: oldest first');
+Test::More::is($r[702]{skipped}, 'foreground', 'win700: foreground');
+Test::More::is(scalar(grep { ($_->{badge} // 0) == 1 } @r), 1001, 'badge 1 each');
+my $log = Timpush::Push::mock_log();
+my %seen;
+$seen{$_->{token}}++ for @$log;
+Test::More::is(scalar @$log, 1001, 'the simulator got 1001');
+Test::More::is(scalar keys %seen, 1001, 'each device once');
+Test::More::ok(!$seen{$tokens[700]}, 'none to the foreground device');
+--- request
+GET /v1/users/win500/devices
+--- response_body_like chomp
+"badge":1,.*"badge":1,.*"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 17: APNs unreachable during a fan-out: the users read after the first window share the push's deadline
+--- http_config eval
+"# no simulator
+upstream nowhere { server 127.0.0.1:\$TEST_NGINX_APNS_PORT; }
+timpush_apns_upstream sandbox nowhere;
+timpush_apns_upstream production nowhere;
+timpush_apns_connections 1;
+timpush_apns_timeout " . Timpush::Push::short_timeout() . ";\n"
+--- init
+Timpush::Push::register_many('unr', 1000, 1001);
+my $t0 = Time::HiRes::time();
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "unr$_" } 0 .. 999], elems => [{ type => 'text', text => 'u' }] });
+my $took = Time::HiRes::time() - $t0;
+(my $timeout = Timpush::Push::short_timeout()) =~ s/s$//;
+Test::More::is($status, 200, 'answered');
+Test::More::is($res->{failed}, 1000, 'all 1000 failed');
+Test::More::is(scalar(grep { ($_->{status} // 0) == 502
+                             && $_->{reason} eq 'ConnectionFailed' }
+                       @{$res->{results}}), 1000, 'each 502 ConnectionFailed');
+# one deadline for the whole push, not one per window read after it
+Test::More::cmp_ok($took, '<', 1.8 * $timeout, 'within one deadline')
+    or Test::More::diag("took $took s");
+--- request
+GET /v1/users/unr999/devices
+--- response_body_like chomp
+"badge":1,
+--- error_log
+cannot connect to 127.0.0.1
+
+
+
+=== TEST 18: a user's hash with fields it should not have (written by hand): read safely
+--- http_config
+timpush_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=tpodd timeout=2s;
+--- init
+my ($a, $b, $c) = ('d1' x 32, 'd2' x 32, 'd3' x 32);
+my @cli = ('redis-cli', '-p', $ENV{TEST_NGINX_REDIS_PORT});
+system(@cli, 'DEL', 'tpodd:u:{odd}') == 0 or die "redis-cli failed";
+system(@cli, 'HSET', 'tpodd:u:{odd}',
+       "t:$a", '1001', "r:$a", 'not a time', "b:$a", '7',
+       "t:$b", 'not a number', "r:$b", '5', "b:$b", '1',
+       "t:$c", '2001', "r:$c", '9', "f:$c", '1', "b:$c", '2',
+       'b:orphan', '3', 'f:orphan2', '1', 'x:foo', 'bar', 'z', '1') == 0
+    or die "redis-cli failed";
+Timpush::Push::clear_log();
+my ($status, $res) = Timpush::Push::push_message({
+    to => 'odd', elems => [{ type => 'text', text => 'o' }] });
+Test::More::is($status, 200, 'answered');
+Test::More::is(scalar @{$res->{results}}, 3, 'three devices (t: fields)');
+my @r = @{$res->{results}};
+Test::More::is($r[0]{token}, $a, 'a registration time that is not a number counts as 0');
+Test::More::is($r[0]{status}, 200, 'delivered');
+Test::More::is($r[0]{badge}, 8, 'badge 7 + 1');
+Test::More::is($r[1]{token}, $b, 'then the one of time 5');
+Test::More::is($r[1]{error}, 'unknown_business_id', 'a business_id that is not a number');
+Test::More::is($r[2]{skipped}, 'foreground', 'the foreground one');
+Test::More::is(scalar @{Timpush::Push::mock_log()}, 1, 'one notification');
+my $orphan = `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} HGET 'tpodd:u:{odd}' b:orphan`;
+Test::More::is($orphan, "3\n", 'a badge without a device is left alone');
+--- request
+GET /mock/log
+--- response_body_like chomp
+"badge":8
+--- no_error_log
+[error]
