@@ -115,6 +115,8 @@ static ngx_int_t ngx_http_timpush_apns_ssl(ngx_conf_t *cf,
 static u_char *ngx_http_timpush_apns_random(size_t n);
 static void ngx_http_timpush_apns_dispatch(
     ngx_http_timpush_apns_channel_t *ch);
+static ngx_uint_t ngx_http_timpush_apns_ready(
+    ngx_http_timpush_apns_channel_t *ch);
 static ngx_http_timpush_apns_conn_t *ngx_http_timpush_apns_pick(
     ngx_http_timpush_apns_channel_t *ch, ngx_uint_t *room);
 static ngx_int_t ngx_http_timpush_apns_submit(
@@ -645,6 +647,19 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
         return NGX_BUSY;
     }
 
+    timeout = ngx_http_timpush_apns_conf->apns_timeout;
+
+    if (note->expires) {
+        left = (ngx_msec_int_t) (note->expires - ngx_current_msec);
+
+        if (left <= 0) {
+            /* too late already: not sent at all */
+            return NGX_DECLINED;
+        }
+
+        timeout = (ngx_msec_t) left;
+    }
+
     /* the apns-id: a random (version 4) UUID, in the answer too */
 
     r = ngx_http_timpush_apns_random(16);
@@ -681,13 +696,6 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
     note->retry.handler = ngx_http_timpush_apns_retry_handler;
     note->retry.data = note;
     note->retry.log = ch->log;
-
-    timeout = ngx_http_timpush_apns_conf->apns_timeout;
-
-    if (note->expires) {
-        left = (ngx_msec_int_t) (note->expires - ngx_current_msec);
-        timeout = (left > 0) ? (ngx_msec_t) left : 1;
-    }
 
     ngx_add_timer(&note->deadline, timeout);
 
@@ -795,8 +803,10 @@ ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
 
         /* the connection picked is filled as far as it goes */
 
-        while (room-- && !ngx_queue_empty(&ch->waiting)
-               && hc->state == NGX_HTTP_TIMPUSH_APNS_READY)
+        for ( /* void */ ;
+             room && !ngx_queue_empty(&ch->waiting)
+             && hc->state == NGX_HTTP_TIMPUSH_APNS_READY;
+             room--)
         {
             q = ngx_queue_head(&ch->waiting);
             note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
@@ -853,6 +863,23 @@ ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
 }
 
 
+/* has the channel a connection that takes streams? */
+
+static ngx_uint_t
+ngx_http_timpush_apns_ready(ngx_http_timpush_apns_channel_t *ch)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ch->nconns; i++) {
+        if (ch->conns[i].state == NGX_HTTP_TIMPUSH_APNS_READY) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* the ready connection with the most free streams */
 
 static ngx_http_timpush_apns_conn_t *
@@ -884,7 +911,7 @@ ngx_http_timpush_apns_pick(ngx_http_timpush_apns_channel_t *ch,
          * sides; the answers it waits for free the room.
          */
 
-        if (hc->streams && free < (max + 7) / 8) {
+        if (hc->streams && free < max / 8 + (max % 8 != 0)) {
             continue;
         }
 
@@ -1863,7 +1890,7 @@ ngx_http_timpush_apns_deadline_handler(ngx_event_t *ev)
     if (note->status == 0) {
         /* never answered: say why if the connection is what failed */
 
-        if (note->attempts == 0) {
+        if (note->attempts == 0 && !ngx_http_timpush_apns_ready(ch)) {
             note->status = NGX_HTTP_BAD_GATEWAY;
             note->reason = ch->last_error;
 

@@ -39,10 +39,7 @@ struct ngx_http_timpush_apns_note_s {
     ngx_str_t                        collapse_id;
     ngx_uint_t                       priority;
     int64_t                          expiration;    /* -1: none */
-    ngx_msec_t                       expires;       /* ngx_current_msec
-                                                       of the deadline;
-                                                       0: timpush_apns_timeout
-                                                       from now */
+    ngx_msec_t                       expires;       /* 0: timeout from now */
     ngx_http_timpush_apns_done_pt    done;
     void                            *data;
 
@@ -78,7 +75,10 @@ ngx_int_t ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
     ngx_http_timpush_main_conf_t *tmcf);
 void ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle);
 
-/* NGX_OK: done() will be called; NGX_BUSY: the queue is full */
+/*
+ * NGX_OK: done() will be called; NGX_BUSY: the queue is full;
+ * NGX_DECLINED: note->expires (ngx_current_msec of the deadline) is past.
+ */
 ngx_int_t ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note);
 
 /* how many notifications the connections can carry at once */

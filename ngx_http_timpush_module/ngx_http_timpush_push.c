@@ -21,12 +21,14 @@
  * their whole batch.  At most NGX_HTTP_TIMPUSH_PUSH_INFLIGHT calls of one
  * push wait in Redis at a time, so other requests' commands are not
  * queued behind a whole fan-out; and the next users are read only while
- * the notifications of this push not yet answered are fewer than half as
- * many again as the connections can carry: Redis keeps pace with APNs
- * instead of running ahead of it, and the queue of a push stays short.
+ * the notifications of this push not yet answered are fewer than twice
+ * what the connections can carry: Redis keeps pace with APNs instead of
+ * running ahead of it, and the queue of a push stays short.  When Redis
+ * has no room (max_pending), the push tries again a little later.
  */
 #define NGX_HTTP_TIMPUSH_PUSH_BATCH     32
 #define NGX_HTTP_TIMPUSH_PUSH_INFLIGHT  8
+#define NGX_HTTP_TIMPUSH_PUSH_WAIT      10      /* ms */
 
 
 typedef struct ngx_http_timpush_push_s  ngx_http_timpush_push_t;
@@ -83,6 +85,7 @@ struct ngx_http_timpush_push_s {
     ngx_str_t                           inc;
     int64_t                             started;     /* ms */
     ngx_msec_t                          expires;     /* the deadline */
+    ngx_event_t                         wait;        /* Redis was full */
     unsigned                            answered:1;
 };
 
@@ -90,6 +93,7 @@ struct ngx_http_timpush_push_s {
 static ngx_int_t ngx_http_timpush_push_skip(ngx_http_request_t *r,
     ngx_http_timpush_message_t *msg);
 static void ngx_http_timpush_push_more(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_wait_handler(ngx_event_t *ev);
 static void ngx_http_timpush_push_read(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_push_devices(
@@ -173,7 +177,7 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
                                           err.code, "%s", err.msg);
     }
 
-    /* every batch's command is queued, or none */
+    /* room in Redis for the first calls, or the push is refused */
 
     push->nrcpts = push->msg.to.nelts;
     push->nbatches = (push->nrcpts + NGX_HTTP_TIMPUSH_PUSH_BATCH - 1)
@@ -223,14 +227,17 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     push->started = (int64_t) tp->sec * 1000 + tp->msec;
 
     /* notifications sent late in the push share its deadline */
-    push->expires = ngx_current_msec
-                    + tmcf->apns_timeout;
+    push->expires = ngx_current_msec + tmcf->apns_timeout;
 
     ngx_str_set(&push->inc, "1");
 
     if (push->msg.ignore_badge) {
         ngx_str_set(&push->inc, "0");
     }
+
+    push->wait.handler = ngx_http_timpush_push_wait_handler;
+    push->wait.data = push;
+    push->wait.log = r->connection->log;
 
     for (i = 0; i < push->nbatches; i++) {
         batch = &push->batches[i];
@@ -295,7 +302,6 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
     ngx_int_t                  rc;
     ngx_str_t                  keys[NGX_HTTP_TIMPUSH_PUSH_BATCH];
     ngx_uint_t                 i, window;
-    const char                *error;
     ngx_http_timpush_batch_t  *batch;
 
     window = 0;
@@ -303,26 +309,36 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
     while (push->next < push->nbatches
            && push->reading < NGX_HTTP_TIMPUSH_PUSH_INFLIGHT)
     {
+        if ((ngx_msec_int_t) (ngx_current_msec - push->expires) >= 0) {
+
+            /* out of time: the users not read yet are not pushed at all */
+
+            for (i = push->next * NGX_HTTP_TIMPUSH_PUSH_BATCH;
+                 i < push->nrcpts;
+                 i++)
+            {
+                push->rcpts[i].error = "timeout";
+            }
+
+            push->next = push->nbatches;
+            return;
+        }
+
         if (push->notes || push->reading) {
 
-            /* past the deadline what is read fails at once: no window */
+            if (window == 0) {
+                window = 2 * ngx_http_timpush_apns_capacity();
+            }
 
-            if ((ngx_msec_int_t) (ngx_current_msec - push->expires) < 0) {
-
-                if (window == 0) {
-                    window = ngx_http_timpush_apns_capacity();
-                    window *= 2;
-                }
-
-                if (push->notes + push->reading * NGX_HTTP_TIMPUSH_PUSH_BATCH
-                    >= window)
-                {
-                    break;
-                }
+            if (push->notes + push->reading * NGX_HTTP_TIMPUSH_PUSH_BATCH
+                >= window)
+            {
+                /* the answers of this push call again */
+                return;
             }
         }
 
-        batch = &push->batches[push->next++];
+        batch = &push->batches[push->next];
 
         for (i = 0; i < batch->nrcpts; i++) {
             keys[i] = batch->rcpts[i].key;
@@ -332,12 +348,25 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
                                         keys, batch->nrcpts, &push->inc, 1,
                                         ngx_http_timpush_push_read, batch,
                                         &batch->cmd);
+
+        if (rc == NGX_BUSY) {
+            /* Redis has no room now: after the next answer, or soon */
+
+            if (push->pending == 0 && !push->wait.timer_set) {
+                ngx_add_timer(&push->wait, NGX_HTTP_TIMPUSH_PUSH_WAIT);
+                push->pending++;
+            }
+
+            return;
+        }
+
+        push->next++;
+
         if (rc != NGX_OK) {
             batch->cmd = NULL;
-            error = (rc == NGX_BUSY) ? "overloaded" : "store_unavailable";
 
             for (i = 0; i < batch->nrcpts; i++) {
-                batch->rcpts[i].error = error;
+                batch->rcpts[i].error = "store_unavailable";
             }
 
             continue;
@@ -346,6 +375,16 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
         push->reading++;
         push->pending++;
     }
+}
+
+
+static void
+ngx_http_timpush_push_wait_handler(ngx_event_t *ev)
+{
+    ngx_http_timpush_push_t *push = ev->data;
+
+    push->pending--;
+    ngx_http_timpush_push_done(push);
 }
 
 
@@ -407,7 +446,7 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
     redisReply *reply)
 {
     u_char                          *f;
-    ngx_int_t                        v;
+    off_t                            v;
     ngx_uint_t                       i, n;
     redisReply                      *field, *value;
     ngx_http_timpush_push_t         *push;
@@ -493,7 +532,8 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
                 return NGX_ERROR;
             }
 
-            v = ngx_atoi((u_char *) value->str, value->len);
+            /* milliseconds since the epoch: 64 bits on every platform */
+            v = ngx_atoof((u_char *) value->str, value->len);
             if (v == NGX_ERROR) {
                 v = 0;
             }
@@ -512,12 +552,16 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
             break;
 
         case 'n':
-            if (value->type != REDIS_REPLY_INTEGER) {
-                return NGX_ERROR;
+            /*
+             * The new badge, an integer after every field of the hash; a
+             * field of the hash itself that happens to start so is a
+             * string, and is not ours.
+             */
+
+            if (value->type == REDIS_REPLY_INTEGER) {
+                dn->badge = value->integer;
             }
 
-            /* the new badge: after every b: in the reply */
-            dn->badge = value->integer;
             break;
         }
     }
@@ -658,9 +702,17 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         dn->pending = 0;
         push->pending--;
         push->notes--;
-        note->status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        ngx_str_set(&note->reason, "Overloaded");
         note->finished = 1;
+
+        if (rc == NGX_DECLINED) {
+            /* read after the deadline of the push */
+            note->status = NGX_HTTP_GATEWAY_TIME_OUT;
+            ngx_str_set(&note->reason, "Timeout");
+
+        } else {
+            note->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ngx_str_set(&note->reason, "Overloaded");
+        }
     }
 }
 
@@ -1009,6 +1061,10 @@ ngx_http_timpush_push_cleanup(void *data)
     ngx_uint_t                       i, j;
     ngx_http_timpush_recipient_t    *rcpt;
     ngx_http_timpush_device_note_t  *dn;
+
+    if (push->wait.timer_set) {
+        ngx_del_timer(&push->wait);
+    }
 
     for (i = 0; i < push->nbatches; i++) {
         if (push->batches[i].cmd) {

@@ -175,37 +175,47 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     /*
      * PUSH inc -> for each key, that user's hash as HGETALL gives it
      * (field, value, ...), followed with inc = 1 by n:<token>, the new
-     * badge, for every device not in the foreground: its badge is
-     * incremented here.  Several users per call, and the work left to
-     * Redis kept to its two commands: pairing, ordering and checking the
-     * fields is done by the caller (push.c).
+     * badge (an integer), for every device not in the foreground: its
+     * badge is incremented here; nil for a key that is not a hash.  A
+     * badge that is not a number starts again at 1.  Several users per
+     * call, and Redis's work kept to its two commands per user: pairing,
+     * ordering and checking the fields is done by the caller (push.c).
      */
     ngx_string(
     "local inc, res = ARGV[1] == '1', {}\n"
     "for j = 1, #KEYS do\n"
     "  local k = KEYS[j]\n"
-    "  local all = redis.call('HGETALL', k)\n"
-    "  if inc then\n"
-    "    local n, fg = #all\n"
-    "    for i = 1, n, 2 do\n"
-    "      local a, b = string.byte(all[i], 1, 2)\n"
-    "      if a == 102 and b == 58 then\n"
-    "        fg = fg or {}\n"
-    "        fg[string.sub(all[i], 3)] = true\n"
+    "  local all = redis.pcall('HGETALL', k)\n"
+    "  if all.err then\n"
+    "    res[j] = false\n"
+    "  else\n"
+    "    if inc then\n"
+    "      local n, fg = #all\n"
+    "      for i = 1, n, 2 do\n"
+    "        local a, b = string.byte(all[i], 1, 2)\n"
+    "        if a == 102 and b == 58 then\n"
+    "          fg = fg or {}\n"
+    "          fg[string.sub(all[i], 3)] = true\n"
+    "        end\n"
     "      end\n"
-    "    end\n"
-    "    for i = 1, n, 2 do\n"
-    "      local a, b = string.byte(all[i], 1, 2)\n"
-    "      if a == 116 and b == 58 then\n"
-    "        local t = string.sub(all[i], 3)\n"
-    "        if not (fg and fg[t]) then\n"
-    "          all[#all + 1] = 'n:' .. t\n"
-    "          all[#all + 1] = redis.call('HINCRBY', k, 'b:' .. t, 1)\n"
+    "      for i = 1, n, 2 do\n"
+    "        local a, b = string.byte(all[i], 1, 2)\n"
+    "        if a == 116 and b == 58 then\n"
+    "          local t = string.sub(all[i], 3)\n"
+    "          if not (fg and fg[t]) then\n"
+    "            local v = redis.pcall('HINCRBY', k, 'b:' .. t, 1)\n"
+    "            if type(v) ~= 'number' then\n"
+    "              v = 1\n"
+    "              redis.call('HSET', k, 'b:' .. t, v)\n"
+    "            end\n"
+    "            all[#all + 1] = 'n:' .. t\n"
+    "            all[#all + 1] = v\n"
+    "          end\n"
     "        end\n"
     "      end\n"
     "    end\n"
+    "    res[j] = all\n"
     "  end\n"
-    "  res[j] = all\n"
     "end\n"
     "return res\n"),
 

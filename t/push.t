@@ -436,7 +436,7 @@ GET /v1/users/win500/devices
 
 
 
-=== TEST 17: APNs unreachable during a fan-out: the users read after the first window share the push's deadline
+=== TEST 17: APNs unreachable during a fan-out: one deadline for the whole push; users not read by then are not pushed
 --- http_config eval
 "# no simulator
 upstream nowhere { server 127.0.0.1:\$TEST_NGINX_APNS_PORT; }
@@ -453,14 +453,16 @@ my $took = Time::HiRes::time() - $t0;
 (my $timeout = Timpush::Push::short_timeout()) =~ s/s$//;
 Test::More::is($status, 200, 'answered');
 Test::More::is($res->{failed}, 1000, 'all 1000 failed');
-Test::More::is(scalar(grep { ($_->{status} // 0) == 502
-                             && $_->{reason} eq 'ConnectionFailed' }
-                       @{$res->{results}}), 1000, 'each 502 ConnectionFailed');
+my @refused = grep { ($_->{status} // 0) == 502
+                     && $_->{reason} eq 'ConnectionFailed' } @{$res->{results}};
+my @unread = grep { ($_->{error} // '') eq 'timeout' } @{$res->{results}};
+Test::More::cmp_ok(scalar @refused, '>', 0, 'those read: 502 ConnectionFailed');
+Test::More::is(@refused + @unread, 1000, 'the others not read: "timeout"');
 # one deadline for the whole push, not one per window read after it
 Test::More::cmp_ok($took, '<', 1.8 * $timeout, 'within one deadline')
     or Test::More::diag("took $took s");
 --- request
-GET /v1/users/unr999/devices
+GET /v1/users/unr0/devices
 --- response_body_like chomp
 "badge":1,
 --- error_log
@@ -479,26 +481,98 @@ system(@cli, 'HSET', 'tpodd:u:{odd}',
        "t:$a", '1001', "r:$a", 'not a time', "b:$a", '7',
        "t:$b", 'not a number', "r:$b", '5', "b:$b", '1',
        "t:$c", '2001', "r:$c", '9', "f:$c", '1', "b:$c", '2',
-       'b:orphan', '3', 'f:orphan2', '1', 'x:foo', 'bar', 'z', '1') == 0
+       'b:orphan', '3', 'f:orphan2', '1', 'x:foo', 'bar', 'z', '1',
+       "n:$a", 'not ours') == 0
     or die "redis-cli failed";
+# in the same call: a key that is not a hash, and a badge that is no number
+my $e = 'e1' x 32;
+system(@cli, 'DEL', 'tpodd:u:{str}', 'tpodd:u:{nan}') == 0 or die;
+system(@cli, 'SET', 'tpodd:u:{str}', 'a string') == 0 or die;
+system(@cli, 'HSET', 'tpodd:u:{nan}', "t:$e", '1001', "r:$e", '1',
+       "b:$e", 'many') == 0 or die;
 Timpush::Push::clear_log();
 my ($status, $res) = Timpush::Push::push_message({
-    to => 'odd', elems => [{ type => 'text', text => 'o' }] });
+    to => ['odd', 'str', 'nan'], elems => [{ type => 'text', text => 'o' }] });
 Test::More::is($status, 200, 'answered');
-Test::More::is(scalar @{$res->{results}}, 3, 'three devices (t: fields)');
+Test::More::is(scalar @{$res->{results}}, 5, 'three devices (t: fields), two more users');
 my @r = @{$res->{results}};
+Test::More::is($r[3]{user_id}, 'str', 'the key that is not a hash');
+Test::More::is($r[3]{error}, 'store_unavailable', 'is an error of that user only');
+Test::More::is($r[4]{status}, 200, 'a badge that is no number: delivered');
+Test::More::is($r[4]{badge}, 1, 'starting again at 1');
 Test::More::is($r[0]{token}, $a, 'a registration time that is not a number counts as 0');
 Test::More::is($r[0]{status}, 200, 'delivered');
 Test::More::is($r[0]{badge}, 8, 'badge 7 + 1');
 Test::More::is($r[1]{token}, $b, 'then the one of time 5');
 Test::More::is($r[1]{error}, 'unknown_business_id', 'a business_id that is not a number');
 Test::More::is($r[2]{skipped}, 'foreground', 'the foreground one');
-Test::More::is(scalar @{Timpush::Push::mock_log()}, 1, 'one notification');
+Test::More::is(scalar @{Timpush::Push::mock_log()}, 2, 'two notifications');
 my $orphan = `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} HGET 'tpodd:u:{odd}' b:orphan`;
 Test::More::is($orphan, "3\n", 'a badge without a device is left alone');
 --- request
 GET /mock/log
 --- response_body_like chomp
 "badge":8
+--- no_error_log
+[error]
+
+
+
+=== TEST 19: Redis has no room for a while (max_pending=8, every device pruned): the push waits for it, no user is failed
+--- http_config eval
+Timpush::Push::simulator(rules => 'timpush_apns_mock_rule 0000 410 Unregistered;')
+. "timpush_redis 127.0.0.1:\$TEST_NGINX_REDIS_PORT prefix=tpbusy$$ timeout=30s max_pending=8;\n"
+--- init
+Timpush::Push::clear_log();
+my @tokens = Timpush::Push::register_many('busy', 600, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "busy$_" } 0 .. 599], elems => [{ type => 'text', text => 'b' }] });
+Test::More::is($status, 200, 'answered');
+Test::More::is($res->{failed}, 600, 'all 600 refused by APNs');
+my @errors = grep { $_->{error} } @{$res->{results}};
+Test::More::is(scalar @errors, 0, 'no user failed for want of room in Redis')
+    or Test::More::diag(JSON::PP::encode_json($errors[0]));
+Test::More::is(scalar(grep { ($_->{status} // 0) == 410 } @{$res->{results}}),
+               600, 'each answered 410');
+--- request
+GET /v1/users/busy599/devices
+--- response_body_like chomp
+"devices":\[
+--- no_error_log
+[alert]
+
+
+
+=== TEST 20: out of time in the middle of a fan-out: the users not read are not pushed, nothing is called a connection failure
+--- http_config eval
+Timpush::Push::simulator(extra => 'http2_max_concurrent_streams 1; keepalive_requests 100000;')
+. "timpush_apns_connections 1;\n"
+. "timpush_apns_timeout " . ($ENV{TEST_NGINX_USE_VALGRIND} ? '5s' : '100ms') . ";\n"
+--- init
+Timpush::Push::clear_log();
+Timpush::Push::register_many('late', 1500, 1001);
+my ($status, $res) = Timpush::Push::push_message({
+    to => [map { "late$_" } 0 .. 1499], elems => [{ type => 'text', text => 'l' }] });
+Test::More::is($status, 200, 'answered');
+my @r = @{$res->{results}};
+Test::More::is(scalar @r, 1500, 'one result per user');
+Test::More::is($res->{sent} + $res->{failed} + $res->{skipped}, 1500, 'counted');
+my @sent = grep { ($_->{status} // 0) == 200 } @r;
+my @late = grep { ($_->{status} // 0) == 504 && $_->{reason} eq 'Timeout' } @r;
+my @unread = grep { ($_->{error} // '') eq 'timeout' } @r;
+Test::More::is(@sent + @late + @unread, 1500,
+               'each delivered, 504 Timeout, or not read ("timeout")');
+Test::More::ok($ENV{TEST_NGINX_USE_VALGRIND} || @unread > 0,
+               'some users were not read in time')
+    or Test::More::diag("sent " . @sent . ", late " . @late);
+Test::More::ok(!exists $unread[0]{token}, 'an unread user has no device entry')
+    if @unread;
+my $log = Timpush::Push::mock_log();
+Test::More::cmp_ok(scalar @$log, '>=', scalar @sent, 'every one sent was received');
+my ($badge) = Timpush::Push::call('GET', '/v1/users/late1499/devices');
+--- request
+GET /v1/users/late1499/devices
+--- response_body_like chomp
+"badge":[01],
 --- no_error_log
 [error]
