@@ -430,6 +430,52 @@ if [ "$MODE" = profile ]; then
         log "perf record does not work here: perf skipped"
     fi
 
+    # who ran when: CPU share of each process per 10 ms of one fan-out
+    # (this is what showed the simulator starved while Redis ran ahead)
+    if perf sched record -o "$prof/probe-sched.data" -- true >/dev/null 2>&1
+    then
+        perf sched record -o "$prof/sched.data" -- sleep 30 \
+            > "$prof/sched-record.log" 2>&1 &
+        pid_of[perf]=$!
+        sleep 0.5
+        fanout
+        kill -INT "${pid_of[perf]}"; wait "${pid_of[perf]}" || true
+        unset "pid_of[perf]"
+        perf sched timehist -i "$prof/sched.data" 2>/dev/null | awk \
+            -v tp="$TP_WORKER" -v sim="$SIM_WORKER" -v rd="${pid_of[redis]}" '
+            function who(t) {
+                if (t ~ "\\[" tp "\\]") return "timpush"
+                if (t ~ "\\[" sim "\\]") return "simulator"
+                if (t ~ "\\[" rd "\\]") return "redis"
+                return ""
+            }
+            NF >= 6 && $1 ~ /^[0-9.]+$/ {
+                n = who($3); if (n == "") next
+                e = $1 * 1000; b = e - $6
+                if (t0 == "" && n == "timpush" && $6 > 1) t0 = b
+                if (t0 == "") next
+                for (x = b; x < e; ) {
+                    k = int((x - t0) / 10); y = t0 + (k + 1) * 10
+                    if (y > e) y = e
+                    if (k >= 0) { u[n, k] += y - x; if (k > m) m = k }
+                    x = y
+                }
+            }
+            END {
+                print "% of a core per 10 ms of one fan-out, from its first long timpush run"
+                split("timpush simulator redis", N, " ")
+                for (i = 1; i <= 3; i++) {
+                    printf "%-10s", N[i]
+                    for (k = 0; k <= m && k < 60; k++) printf " %3d", u[N[i], k] * 10
+                    print ""
+                }
+            }' > "$prof/sched-timeline.txt"
+        log "perf sched: $prof/sched-timeline.txt"
+        cat "$prof/sched-timeline.txt" >&2
+    else
+        log "perf sched does not work here: timeline skipped"
+    fi
+
     if command -v valgrind >/dev/null 2>&1; then
         log "callgrind: one fan-out through a timpush nginx under valgrind (slow)"
         stop timpush
