@@ -738,32 +738,34 @@ ngx_http_timpush_apns_random(size_t n)
 
 
 /*
- * Streams of every connection, open or not yet (taken at the server's
- * SETTINGS_MAX_CONCURRENT_STREAMS once known, else at the default).
+ * Streams of a credential's connections, open or not yet (taken at the
+ * server's SETTINGS_MAX_CONCURRENT_STREAMS once known, else at the
+ * default).
  */
 
 ngx_uint_t
-ngx_http_timpush_apns_capacity(void)
+ngx_http_timpush_apns_capacity(ngx_uint_t index)
 {
-    ngx_uint_t                        i, j, n;
+    ngx_uint_t                        j, n;
     ngx_http_timpush_apns_conn_t     *hc;
     ngx_http_timpush_apns_channel_t  *ch;
 
+    if (index >= ngx_http_timpush_apns_nchannels) {
+        return 0;
+    }
+
+    ch = &ngx_http_timpush_apns_channels[index];
     n = 0;
 
-    for (i = 0; i < ngx_http_timpush_apns_nchannels; i++) {
-        ch = &ngx_http_timpush_apns_channels[i];
+    for (j = 0; j < ch->nconns; j++) {
+        hc = &ch->conns[j];
 
-        for (j = 0; j < ch->nconns; j++) {
-            hc = &ch->conns[j];
-
-            if (hc->state == NGX_HTTP_TIMPUSH_APNS_READY) {
-                n += nghttp2_session_get_remote_settings(hc->session,
+        if (hc->state == NGX_HTTP_TIMPUSH_APNS_READY) {
+            n += nghttp2_session_get_remote_settings(hc->session,
                                  NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 
-            } else {
-                n += NGX_HTTP_TIMPUSH_APNS_STREAMS;
-            }
+        } else {
+            n += NGX_HTTP_TIMPUSH_APNS_STREAMS;
         }
     }
 

@@ -81,8 +81,8 @@ void ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle);
  */
 ngx_int_t ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note);
 
-/* how many notifications the connections can carry at once */
-ngx_uint_t ngx_http_timpush_apns_capacity(void);
+/* how many notifications a credential's connections carry at once */
+ngx_uint_t ngx_http_timpush_apns_capacity(ngx_uint_t index);
 
 /* the caller is gone: done() is not called and the stream is reset */
 void ngx_http_timpush_apns_cancel(ngx_http_timpush_apns_note_t *note);

@@ -81,6 +81,8 @@ struct ngx_http_timpush_push_s {
     ngx_uint_t                          next;        /* batch to read */
     ngx_uint_t                          reading;     /* batches in Redis */
     ngx_uint_t                          notes;       /* not answered */
+    uintptr_t                          *seen;        /* credentials used */
+    ngx_uint_t                          ncreds;
     ngx_uint_t                          pending;
     ngx_str_t                           inc;
     int64_t                             started;     /* ms */
@@ -94,6 +96,7 @@ static ngx_int_t ngx_http_timpush_push_skip(ngx_http_request_t *r,
     ngx_http_timpush_message_t *msg);
 static void ngx_http_timpush_push_more(ngx_http_timpush_push_t *push);
 static void ngx_http_timpush_push_wait_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_http_timpush_push_window(ngx_http_timpush_push_t *push);
 static void ngx_http_timpush_push_read(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_push_devices(
@@ -198,6 +201,14 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     push->batches = ngx_pcalloc(r->pool, push->nbatches
                                          * sizeof(ngx_http_timpush_batch_t));
     if (push->batches == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    push->ncreds = tmcf->credentials.nelts;
+    push->seen = ngx_pcalloc(r->pool,
+                             (push->ncreds + 8 * sizeof(uintptr_t) - 1)
+                             / (8 * sizeof(uintptr_t)) * sizeof(uintptr_t));
+    if (push->seen == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -327,7 +338,7 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
         if (push->notes || push->reading) {
 
             if (window == 0) {
-                window = 2 * ngx_http_timpush_apns_capacity();
+                window = ngx_http_timpush_push_window(push);
             }
 
             if (push->notes + push->reading * NGX_HTTP_TIMPUSH_PUSH_BATCH
@@ -375,6 +386,33 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
         push->reading++;
         push->pending++;
     }
+}
+
+
+/*
+ * Twice what the connections of the credentials this push sends to can
+ * carry (of every credential, until its first devices are read).
+ */
+
+static ngx_uint_t
+ngx_http_timpush_push_window(ngx_http_timpush_push_t *push)
+{
+    ngx_uint_t  i, n, all;
+
+    n = 0;
+    all = 0;
+
+    for (i = 0; i < push->ncreds; i++) {
+        all += ngx_http_timpush_apns_capacity(i);
+
+        if (push->seen[i / (8 * sizeof(uintptr_t))]
+            & ((uintptr_t) 1 << (i % (8 * sizeof(uintptr_t)))))
+        {
+            n += ngx_http_timpush_apns_capacity(i);
+        }
+    }
+
+    return 2 * (n ? n : all);
 }
 
 
@@ -667,6 +705,9 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         dn->unknown = 1;
         return;
     }
+
+    push->seen[note->cred->index / (8 * sizeof(uintptr_t))]
+        |= (uintptr_t) 1 << (note->cred->index % (8 * sizeof(uintptr_t)));
 
     note->payload[0] = push->payload.head;
 
