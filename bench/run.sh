@@ -580,6 +580,25 @@ if (l.length !== Number(n)) process.exit(1);' "$work/log.json" "$t0" "$t1" "$USE
 [ "$FO_SENT" = "$USERS" ] || die "checked fan-out: sent $FO_SENT"
 log "checked: sent $FO_SENT; $TIMELINE"
 
+# another request while a fan-out runs: its Redis command must not wait
+# behind the whole fan-out (a push reads its users a window at a time)
+log "API requests during a fan-out: GET one user's devices, one after another"
+during_args=()
+for i in $(seq 50); do
+    during_args+=(-o /dev/null "http://127.0.0.1:$API/v1/users/u5/devices")
+done
+( sleep 0.02; curl -sS -w '%{time_total}\n' "${during_args[@]}" ) \
+    > "$work/during.txt" &
+during_pid=$!
+fanout check
+wait "$during_pid" || die "the requests during the fan-out failed"
+DURING=$(sort -g "$work/during.txt" | awk -v fo="$FO_SECS" '
+    { v[NR] = $1 * 1000 }
+    END { printf "p50 %.1f ms, max %.1f ms (%d requests on one connection, during a fan-out of %.0f ms)",
+                 v[int((NR + 1) / 2)], v[NR], NR, fo * 1000 }')
+D_MAX=$(sort -g "$work/during.txt" | tail -1 | awk '{ printf "%.1f", $1 * 1000 }')
+log "during a fan-out: $DURING"
+
 log "fan-out with timpush_apns_connections 1 vs h2load: $RUNS rounds"
 start_timpush 1
 fanout check                    # warm-up: connections made
@@ -735,6 +754,7 @@ cat <<EOF
 | @parse/node-apn → simulator, confirmed (200 seen by the app) / wall time | $(fmt "$PEER") notif/s | timpush = **$R_PEER ×** node-apn (target ≥ 3: $V_PEER); median of the per-round ratios $P_PEER |
 | @parse/node-apn, all $USERS / wall time | $(fmt "$PEERT") notif/s | timpush = $R_PEERT × this; confirmed $(fmt "$PEER_OK") of $USERS, reported failed $(fmt "$PEER_LOST"), logged by the simulator $(fmt "$PEER_LOGGED") (medians) |
 | wrk → POST /v1/push to 1 user (1 thread, $WRK_CONNS connections, ${WRK_SECS}s) | $(fmt "$WRPS") req/s | p50 $(fmt "$WP50" 2) ms, p99 $(fmt "$WP99" 2) ms; non-2xx/socket errors: $WRK_BAD |
+| \`GET /v1/users/u5/devices\` while a fan-out runs (one fan-out) | $D_MAX ms at most | $DURING |
 | timpush worker RSS, fresh, before any push | $MB KiB | |
 | RSS at the peak of the first fan-out (VmHWM) | $MP KiB | per in-flight notification (peak − before) / $USERS = **$(fmt "$MPER") bytes** (target < 4096: $V_PER) |
 | RSS after warm-up ($WARM_FANOUTS fan-outs, then the median after each of the next 10) | $MW KiB | highest peak of any later fan-out: $MMAX KiB |
