@@ -397,14 +397,11 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 static ngx_uint_t
 ngx_http_timpush_push_window(ngx_http_timpush_push_t *push)
 {
-    ngx_uint_t  i, n, all;
+    ngx_uint_t  i, n;
 
     n = 0;
-    all = 0;
 
     for (i = 0; i < push->ncreds; i++) {
-        all += ngx_http_timpush_apns_capacity(i);
-
         if (push->seen[i / (8 * sizeof(uintptr_t))]
             & ((uintptr_t) 1 << (i % (8 * sizeof(uintptr_t)))))
         {
@@ -412,7 +409,13 @@ ngx_http_timpush_push_window(ngx_http_timpush_push_t *push)
         }
     }
 
-    return 2 * (n ? n : all);
+    if (n == 0) {
+        for (i = 0; i < push->ncreds; i++) {
+            n += ngx_http_timpush_apns_capacity(i);
+        }
+    }
+
+    return 2 * n;
 }
 
 
