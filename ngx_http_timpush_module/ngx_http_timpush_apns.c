@@ -649,8 +649,9 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
 
     timeout = ngx_http_timpush_apns_conf->apns_timeout;
 
-    if (note->expires) {
-        left = (ngx_msec_int_t) (note->expires - ngx_current_msec);
+    if (note->headers->expires) {
+        left = (ngx_msec_int_t) (note->headers->expires
+                                 - ngx_current_msec);
 
         if (left <= 0) {
             /* too late already: not sent at all */
@@ -940,6 +941,7 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     nghttp2_data_provider             dp;
     ngx_http_timpush_credential_t    *cred;
     ngx_http_timpush_apns_channel_t  *ch;
+    ngx_http_timpush_apns_headers_t  *hd;
     u_char                            path[16 + NGX_HTTP_TIMPUSH_TOKEN_MAX];
     u_char                            topic[512];
     u_char                            prio[NGX_INT_T_LEN];
@@ -949,6 +951,7 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
 
     ch = hc->channel;
     cred = ch->cred;
+    hd = note->headers;
     n = 0;
 
     /*
@@ -977,12 +980,12 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
                         hc->peer->host.len);
 
     p = ngx_snprintf(topic, sizeof(topic), "%V%V", &cred->topic,
-                     &note->topic_suffix);
+                     &hd->topic_suffix);
     ngx_http_timpush_nv("apns-topic", topic, p - topic);
-    ngx_http_timpush_nv("apns-push-type", note->push_type.data,
-                        note->push_type.len);
+    ngx_http_timpush_nv("apns-push-type", hd->push_type.data,
+                        hd->push_type.len);
 
-    p = ngx_sprintf(prio, "%ui", note->priority);
+    p = ngx_sprintf(prio, "%ui", hd->priority);
     ngx_http_timpush_nv("apns-priority", prio, p - prio);
 
     ngx_http_timpush_nv_f("apns-id", note->apns_id,
@@ -993,14 +996,14 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
                                  + note->payload[2].len);
     ngx_http_timpush_nv("content-length", clen, p - clen);
 
-    if (note->expiration >= 0) {
-        p = ngx_sprintf(exp, "%L", note->expiration);
+    if (hd->expiration >= 0) {
+        p = ngx_sprintf(exp, "%L", hd->expiration);
         ngx_http_timpush_nv("apns-expiration", exp, p - exp);
     }
 
-    if (note->collapse_id.len) {
-        ngx_http_timpush_nv("apns-collapse-id", note->collapse_id.data,
-                            note->collapse_id.len);
+    if (hd->collapse_id.len) {
+        ngx_http_timpush_nv("apns-collapse-id", hd->collapse_id.data,
+                            hd->collapse_id.len);
     }
 
     if (cred->auth == NGX_HTTP_TIMPUSH_AUTH_TOKEN) {

@@ -23,6 +23,18 @@ typedef void (*ngx_http_timpush_apns_done_pt)(
     ngx_http_timpush_apns_note_t *note);
 
 
+/* what every notification of one message shares */
+
+typedef struct {
+    ngx_str_t                        push_type;
+    ngx_str_t                        topic_suffix;
+    ngx_str_t                        collapse_id;
+    ngx_uint_t                       priority;
+    int64_t                          expiration;    /* -1: none */
+    ngx_msec_t                       expires;       /* 0: timeout from now */
+} ngx_http_timpush_apns_headers_t;
+
+
 /*
  * One notification to one device.  The caller fills the first part and
  * keeps the structure (and what it points to) until done() is called,
@@ -34,12 +46,7 @@ struct ngx_http_timpush_apns_note_s {
     ngx_http_timpush_credential_t   *cred;
     ngx_str_t                        token;
     ngx_str_t                        payload[3];    /* sent one after another */
-    ngx_str_t                        push_type;
-    ngx_str_t                        topic_suffix;
-    ngx_str_t                        collapse_id;
-    ngx_uint_t                       priority;
-    int64_t                          expiration;    /* -1: none */
-    ngx_msec_t                       expires;       /* 0: timeout from now */
+    ngx_http_timpush_apns_headers_t *headers;
     ngx_http_timpush_apns_done_pt    done;
     void                            *data;
 
@@ -77,7 +84,7 @@ void ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle);
 
 /*
  * NGX_OK: done() will be called; NGX_BUSY: the queue is full;
- * NGX_DECLINED: note->expires (ngx_current_msec of the deadline) is past.
+ * NGX_DECLINED: headers->expires (ngx_current_msec of the deadline) is past.
  */
 ngx_int_t ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note);
 

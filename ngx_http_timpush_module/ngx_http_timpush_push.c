@@ -86,7 +86,7 @@ struct ngx_http_timpush_push_s {
     ngx_uint_t                          pending;
     ngx_str_t                           inc;
     int64_t                             started;     /* ms */
-    ngx_msec_t                          expires;     /* the deadline */
+    ngx_http_timpush_apns_headers_t     headers;     /* of every note */
     ngx_event_t                         wait;        /* Redis was full */
     unsigned                            answered:1;
 };
@@ -237,8 +237,14 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     tp = ngx_timeofday();
     push->started = (int64_t) tp->sec * 1000 + tp->msec;
 
+    push->headers.push_type = push->msg.push_type;
+    push->headers.topic_suffix = push->msg.topic_suffix;
+    push->headers.collapse_id = push->msg.collapse_id;
+    push->headers.priority = push->msg.priority;
+    push->headers.expiration = push->msg.expiration;
+
     /* notifications sent late in the push share its deadline */
-    push->expires = ngx_current_msec + tmcf->apns_timeout;
+    push->headers.expires = ngx_current_msec + tmcf->apns_timeout;
 
     ngx_str_set(&push->inc, "1");
 
@@ -320,7 +326,9 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
     while (push->next < push->nbatches
            && push->reading < NGX_HTTP_TIMPUSH_PUSH_INFLIGHT)
     {
-        if ((ngx_msec_int_t) (ngx_current_msec - push->expires) >= 0) {
+        if ((ngx_msec_int_t) (ngx_current_msec - push->headers.expires)
+            >= 0)
+        {
 
             /* out of time: the users not read yet are not pushed at all */
 
@@ -682,12 +690,10 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     u_char                          *p;
     ngx_int_t                        rc;
     ngx_http_timpush_push_t         *push;
-    ngx_http_timpush_message_t      *msg;
     ngx_http_timpush_apns_note_t    *note;
     ngx_http_timpush_main_conf_t    *tmcf;
 
     push = rcpt->push;
-    msg = &push->msg;
     note = &dn->note;
 
     dn->push = push;
@@ -726,12 +732,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         note->payload[2] = push->payload.tail;
     }
 
-    note->push_type = msg->push_type;
-    note->topic_suffix = msg->topic_suffix;
-    note->collapse_id = msg->collapse_id;
-    note->priority = msg->priority;
-    note->expiration = msg->expiration;
-    note->expires = push->expires;
+    note->headers = &push->headers;
     note->done = ngx_http_timpush_push_sent;
     note->data = dn;
 
