@@ -8,6 +8,8 @@
 #                                 valgrind.suppress)
 #   TEST_NGINX_BINARY=/path/nginx t/run.sh    another nginx (default
 #                                 /usr/sbin/nginx, Debian's)
+#   TEST_NGINX_MODULE=/path/module.so t/run.sh    another build of the
+#                                 module (default build/objs/)
 #
 # It starts a private redis-server on a free port, picks a free port for
 # nginx, exports what the suites read:
@@ -102,7 +104,7 @@ fi
 
 export TEST_NGINX_REDIS_PORT=$redis_port
 export TEST_NGINX_SERVER_PORT=$server_port
-export TEST_NGINX_MODULE=$root/build/objs/ngx_http_timpush_module.so
+export TEST_NGINX_MODULE=${TEST_NGINX_MODULE:-$root/build/objs/ngx_http_timpush_module.so}
 export TEST_NGINX_CERT_DIR=$root/t/cert/out
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 
