@@ -6,6 +6,8 @@
 #   make test    install what is missing, build, run every suite
 #   make test-valgrind   the same suites with nginx under valgrind
 #   make unit    the rendering unit tests; make fuzz: the push-body fuzzer
+#   make test-mutants   each mutant of t/mutants/ built and tested: every
+#                one must be killed by the suites
 #   make bench   the benchmarks (bench/README.md)
 
 SHELL := /bin/bash
@@ -28,7 +30,7 @@ DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 	valgrind nghttp2-client libio-socket-ssl-perl libnet-ssleay-perl
 
 .PHONY: all build deps deps-test certs test test-valgrind run stop clean \
-	static unit fuzz bench bench-profile
+	static unit fuzz bench bench-profile test-mutants
 
 all: build
 
@@ -78,6 +80,10 @@ test: deps-test build certs
 
 test-valgrind: deps-test build certs
 	@TEST_NGINX_USE_VALGRIND=1 ./t/run.sh
+
+# MUTANTS="name ..." runs only those (t/mutants/README.md)
+test-mutants: deps-test build certs
+	@./t/mutants/run.sh $(MUTANTS)
 
 # the rendering unit tests alone (make test runs them too)
 unit: build
