@@ -217,7 +217,8 @@ Test::More::is($r->{body}, '{"reason":"MissingProviderToken"}',
                'no certificate: MissingProviderToken');
 --- request
 GET /log
---- response_body_like: ^\{"notifications":\[.*\]\}$
+--- response_body
+{"notifications":[]}
 --- no_error_log
 [error]
 
@@ -258,7 +259,8 @@ $r = TimpushMock::h2(cert => 'nouid', body => '{"aps":{}}',
 Test::More::is($r->{body}, '{"reason":"BadTopic"}', 'a topic: BadTopic');
 --- request
 GET /log
---- response_body_like: ^\{"notifications":\[.*\]\}$
+--- response_body
+{"notifications":[]}
 --- no_error_log
 [error]
 
@@ -286,7 +288,8 @@ Test::More::is($r->{body}, '{"reason":"InvalidProviderToken"}',
                'bad token over HTTP/2: InvalidProviderToken');
 --- request
 GET /log
---- response_body_like: ^\{"notifications":\[.*\]\}$
+--- response_body_like chomp
+^\{"notifications":\[\{"token":"(?:ab){32}","connection":\d+,"time":\d+,"headers":\{\},"payload":\{"aps":\{\}\}\},\{"token":"(?:ab){32}","connection":\d+,"time":\d+,"headers":\{"apns-topic":"com\.example\.chat\.voip"[^{}]*\},"payload":\{"aps":\{\}\}\}\]\}$
 --- no_error_log
 [error]
 

@@ -14,13 +14,21 @@ add_block_preprocessor(sub {
 location /v1/ { timpush_api; }
 location = /mock/log { timpush_apns_mock_log; }
 CONF
-    $block->set_value('request', "GET /mock/log\n");
-    $block->set_value('response_body_like', 'notifications');
+    # each block starts with an empty simulator log and ends with it
+    # holding exactly what its answers said was sent
+    $block->set_value('init', "Timpush::Push::clear_log();\n"
+        . "\$Timpush::Push::rendered = 0;\n" . $block->init
+        . "Test::More::is(scalar \@{Timpush::Push::mock_log()},\n"
+        . "    \$Timpush::Push::rendered, 'the simulator got nothing else');\n");
+    $block->set_value('request', "GET /mock/log?token=00000000000000000000\n");
+    $block->set_value('response_body', qq{{"notifications":[]}\n});
     $block->set_value('no_error_log', "[error]\n");
 });
 
 # push $msg to a fresh user of business_id 1001 (or $biz); returns the
-# answer and the notification the simulator received (undef if none)
+# answer and the notification the simulator received (undef if none),
+# checking that the simulator received exactly what the answer says
+$Timpush::Push::rendered = 0;
 sub Timpush::Push::render {
     my ($user, $msg, $biz) = @_;
     my $t = unpack 'H*', pack 'N8', map { int rand 2**32 } 1 .. 8;
@@ -28,6 +36,10 @@ sub Timpush::Push::render {
     $msg->{to} = $user;
     my ($status, $res) = Timpush::Push::push_message($msg);
     my $log = Timpush::Push::mock_log($t);
+    my $sent = $res->{sent} // 0;
+    Test::More::is(scalar @$log, $sent, "$user: $sent notification(s) at the "
+                                        . 'simulator, as answered');
+    $Timpush::Push::rendered += @$log;
     return ($res, $log->[0]);
 }
 
@@ -191,8 +203,10 @@ Test::More::ok(!exists $res->{results}[0]{badge}, 'background: no badge');
 
 
 
-=== TEST 9: a body too long is cut at a character boundary and ends with "…"
+=== TEST 9: a body too long is cut at a character boundary and ends with "…", to the byte
 --- init
+# {"aps":{"alert":"Denny: <cut>…","badge":<room for 10 digits>,
+# "sound":"default"}}: 67 bytes around the cut text, 4096 in all
 my ($res, $n) = Timpush::Push::render('long', {
     from => { nickname => 'Denny' },
     elems => [{ type => 'text', text => "\x{1F600}" x 2000 }] });
@@ -200,16 +214,21 @@ Test::More::is($res->{sent}, 1, 'sent');
 my $alert = $n->{payload}{aps}{alert};
 Test::More::like($alert, qr/^Denny: (?:\x{1F600})+\x{2026}\z/,
                  'whole emoji, then the ellipsis');
-Test::More::cmp_ok(length(JSON::PP::encode_json($n->{payload})), '<=', 4096,
-                   'the payload fits in 4096 bytes');
-Timpush::Push::clear_log();
+Test::More::is(length $alert, 7 + 1007 + 1,
+               'as many emoji as fit: 1007 (4028 of 4029 bytes)');
+($res, $n) = Timpush::Push::render('long2', {
+    from => { nickname => 'Denny' },
+    elems => [{ type => 'text', text => 'x' x 5000 }] });
+$alert = $n->{payload}{aps}{alert};
+Test::More::like($alert, qr/^Denny: x+\x{2026}\z/, 'ASCII: cut, then the ellipsis');
+Test::More::is(length $alert, 7 + 4029 + 1,
+               'ASCII: 4029 bytes kept, the payload with a 10-digit badge 4096');
 my $status;
 ($status, $res) = Timpush::Push::push_message({ to => 'long',
     elems => [{ type => 'text', text => 'x' }],
     offline_push => { ext => 'e' x 5000 } });
 Test::More::is($status, 413, 'ext alone too big: 413');
 Test::More::is($res->{error}{code}, 'payload_too_large', 'payload_too_large');
-Test::More::is(scalar @{Timpush::Push::mock_log()}, 0, 'nothing sent');
 
 
 

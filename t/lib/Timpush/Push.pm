@@ -152,7 +152,8 @@ sub clear_log {
 
 # Another nginx, beside the one of the block: a simulator that can be
 # stopped, or a gateway to reload.  The http block is given; the rest is
-# made here.  Returns a handle for stop_nginx() and signal_nginx().
+# made here.  Returns a handle for stop_nginx() and signal_nginx();
+# expect => [qr/.../] names the serious error-log lines the caller wants.
 sub start_nginx {
     my (%o) = @_;
     my $dir = File::Temp::tempdir(CLEANUP => 1);
@@ -190,7 +191,7 @@ CONF
         POSIX::_exit(127);
     }
 
-    my $h = { pid => $pid, dir => $dir };
+    my $h = { pid => $pid, dir => $dir, expect => $o{expect} };
     wait_port($o{port}) or die "nginx did not start: "
                                 . slurp("$dir/logs/stderr");
     return $h;
@@ -212,17 +213,43 @@ sub signal_nginx {
     kill $sig, $h->{pid};
 }
 
+# Stops an nginx of start_nginx() and fails the test if it did not end
+# well: a non-zero exit, a signal, or a crash, [alert], [crit] or [emerg]
+# in its error log that start_nginx(expect => [patterns]) did not name.
 sub stop_nginx {
     my ($h) = @_;
     return unless $h && $h->{pid};
-    kill 'QUIT', $h->{pid};
+    my $pid = delete $h->{pid};
+    kill 'QUIT', $pid;
+    my $status;
     for (1 .. 200) {
-        return delete $h->{pid} if waitpid($h->{pid}, POSIX::WNOHANG()) > 0;
+        if (waitpid($pid, POSIX::WNOHANG()) > 0) {
+            $status = $?;
+            last;
+        }
         Time::HiRes::sleep(0.05);
     }
-    kill 'KILL', $h->{pid};
-    waitpid $h->{pid}, 0;
-    delete $h->{pid};
+    if (!defined $status) {
+        kill 'KILL', $pid;
+        waitpid $pid, 0;
+        Test::More::fail("nginx $h->{dir} exits within 10 s of QUIT");
+    } elsif ($status != 0) {
+        Test::More::fail("nginx $h->{dir} exits with status 0 (got "
+                         . ($status & 127 ? 'signal ' . ($status & 127)
+                                          : 'exit ' . ($status >> 8)) . ')');
+        Test::More::diag(slurp("$h->{dir}/logs/stderr"));
+    }
+    check_log($h);
+}
+
+sub check_log {
+    my ($h) = @_;
+    my @expect = @{ $h->{expect} || [] };
+    for my $line (split /\n/, slurp("$h->{dir}/logs/error.log")) {
+        next unless $line =~ /exited on signal|\[(?:alert|crit|emerg)\]/;
+        next if grep { $line =~ $_ } @expect;
+        Test::More::fail("nginx $h->{dir}: unexpected in error.log: $line");
+    }
 }
 
 sub slurp {
@@ -231,13 +258,21 @@ sub slurp {
     return <$fh>;
 }
 
-# a standalone simulator on $port, its log on plain HTTP at $log_port
+# a standalone simulator on $port, its log on plain HTTP at $log_port;
+# rate => N answers at most N notifications a second (the others wait), so
+# that a push is still in flight when a test signals the gateway
 sub start_simulator {
-    my ($port, $log_port) = @_;
-    my $certs = $ENV{TEST_NGINX_CERT_DIR};
-    my $server = simulator(extra => 'keepalive_requests 1000000;');
+    my ($port, $log_port, %o) = @_;
+    my $extra = 'keepalive_requests 1000000;';
+    my $zone = '';
+    if ($o{rate}) {
+        $zone = "limit_req_zone \$server_port zone=apns:1m rate=$o{rate}r/s;";
+        $extra .= ' limit_req zone=apns burst=1000000;';
+    }
+    my $server = simulator(extra => $extra);
     $server =~ s/\$TEST_NGINX_APNS_PORT/$port/;
     return start_nginx(port => $port, http => <<"CONF");
+$zone
 $server
 server {
     listen 127.0.0.1:$log_port;

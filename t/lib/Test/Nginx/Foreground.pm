@@ -93,6 +93,9 @@ our $CacheDir   = "$ServRoot/cache";
 our $StderrFile = "$LogDir/nginx.stderr";
 
 our $ErrLogFilePos = 0;
+our $SeriousPos = 0;    # how far the error log was scanned for crashes
+our %SeriousSeen;       # lines already failed, with check_accum_error_log
+our @Workers;           # the workers a master started, at the block's start
 our $RandPorts = {};
 our $ChildPid;          # the nginx (or valgrind) process of the current block
 our $ChildStatus;       # its wait status, once reaped
@@ -614,17 +617,20 @@ sub run_test ($) {
 
     return run_must_die($block) if defined $block->must_die;
 
+    ($SeriousPos, %SeriousSeen) = (0);
     my $problem = start_nginx($name);
     if ($problem) {
-        # Keep going: every check of this block fails (no response), the
-        # counts stay right, and the next blocks still run.
+        # Keep going: the block fails here, whatever it checks (even with
+        # --- ignore_response), and the next blocks still run.
         my $stderr = read_file($StderrFile);
         my $errlog = read_file($ErrLogFile);
         my @tail = (split /\n/, $errlog)[-20 .. -1];
+        Test::More::fail("$name - nginx is running");
         Test::More::diag("$name - $problem\n--- nginx stderr:\n$stderr"
             . "--- last lines of error.log:\n" . join("\n", grep { defined } @tail));
     } else {
         sleep $TestNginxSleep;
+        @Workers = $MasterProcessEnabled eq 'on' ? wait_workers($name) : ();
     }
 
     # Run once, after nginx has started and before all the repeated requests
@@ -656,7 +662,7 @@ sub run_must_die ($) {
     local $UseValgrind;
     local $StartTimeout = 10;
 
-    $ErrLogFilePos = 0;
+    ($ErrLogFilePos, $SeriousPos, %SeriousSeen) = (0, 0);
     for my $i (0 .. $RepeatEach - 1) {
         my $problem = start_nginx($name);
         if (!$problem) {
@@ -686,8 +692,20 @@ sub finish_nginx ($$) {
     my ($block, $start_problem) = @_;
     my $name = $block->name;
 
+    # A worker that died was replaced by its master: the block may have
+    # passed with the new one, but the crash is a failure.
+    if (@Workers && !$start_problem) {
+        my @now = worker_pids();
+        Test::More::is("@now", "@Workers",
+                       "$name - the workers started are the ones alive");
+    }
+    @Workers = ();
+
     my ($status, $killed) = stop_nginx(1);
     my $stderr = read_file($StderrFile);
+
+    # What was logged while nginx stopped is checked too.
+    check_serious_lines($block, 'after nginx stopped');
 
     my $abnormal;
     if (!$start_problem && !$killed && $status != 0) {
@@ -1113,14 +1131,60 @@ sub error_log_data () {
     return \@lines;
 }
 
-sub value_contains ($$);
-sub value_contains ($$) {
-    my ($val, $pat) = @_;
-    return $val =~ /\Q$pat\E/ if !ref $val || ref $val eq 'Regexp';
-    if (ref $val eq 'ARRAY') {
-        for my $v (@$val) { return 1 if value_contains($v, $pat) }
+# A crash ("exited on signal") or an [alert], [crit] or [emerg] line fails
+# the block unless one of its --- error_log patterns names that line: the
+# real module only warns, and so a SIGSEGV after the answer went unseen.
+# Read from where the previous scan stopped, whatever check_error_log had
+# read, so that nothing logged between two checks or at exit is missed.
+sub check_serious_lines ($$) {
+    my ($block, $when) = @_;
+    my $name = $block->name;
+
+    open my $in, '<', $ErrLogFile or return;
+    seek $in, $SeriousPos, 0;
+    my @lines = <$in>;
+    # a line still being written is read next time
+    pop @lines if @lines && $lines[-1] !~ /\n\z/;
+    $SeriousPos += length $_ for @lines;
+    close $in;
+
+    my @named = map { @{ log_patterns($_) } }
+                grep { defined } $block->error_log, $block->grep_error_log;
+
+    for my $line (@lines) {
+        next unless $line =~ /exited on signal|\[(?:alert|crit|emerg)\]/;
+        next if grep { defined $_ && (ref $_ ? $line =~ $_ : index($line, $_) >= 0) }
+                @named;
+        next if $SeriousSeen{$line}++;
+        Test::Builder->new->no_ending(1);
+        Test::More::fail("$name - unexpected in error.log ($when): " . fmt_str($line));
     }
-    return undef;
+}
+
+# The worker processes of the block's nginx master, sorted.
+sub worker_pids () {
+    my $master = $ChildPid or return ();
+    my @pids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $in, '<', $stat or next;
+        my $line = <$in> // '';
+        close $in;
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        push @pids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $master;
+    }
+    return sort { $a <=> $b } @pids;
+}
+
+sub wait_workers ($) {
+    my $name = shift;
+    my $deadline = time + $StartTimeout;
+    while (time < $deadline) {
+        my @pids = worker_pids();
+        return @pids if @pids >= $Workers;
+        sleep 0.01;
+    }
+    Test::More::fail("$name - $Workers worker processes started");
+    return worker_pids();
 }
 
 sub log_patterns ($) {
@@ -1137,7 +1201,6 @@ sub check_error_log ($$) {
     my ($block, $rep_idx) = @_;
     my $name = $block->name;
     my $lines;
-    my %warn_level = (alert => 1, crit => 1, emerg => 1);
 
     my $grep_pat = $block->grep_error_log;
     if (defined $grep_pat) {
@@ -1162,9 +1225,6 @@ sub check_error_log ($$) {
 
     if (defined $block->error_log) {
         my $pats = log_patterns($block->error_log);
-        for my $level (keys %warn_level) {
-            delete $warn_level{$level} if value_contains($pats, "[$level");
-        }
         $lines ||= error_log_data();
         for my $line (@$lines) {
             for my $pat (@$pats) {
@@ -1185,9 +1245,6 @@ sub check_error_log ($$) {
 
     if (defined $block->no_error_log) {
         my $pats = log_patterns($block->no_error_log);
-        for my $level (keys %warn_level) {
-            delete $warn_level{$level} if value_contains($pats, "[$level");
-        }
         $lines ||= error_log_data();
         my %found;
         for my $i (0 .. $#$lines) {
@@ -1213,15 +1270,7 @@ sub check_error_log ($$) {
         }
     }
 
-    # Serious messages nobody asked about are shown, not failed.
-    if (%warn_level) {
-        $lines ||= error_log_data();
-        for my $line (@$lines) {
-            for my $level (keys %warn_level) {
-                warn "WARNING: $name - " . fmt_str($line) . "\n" if $line =~ /\[$level\]/;
-            }
-        }
-    }
+    check_serious_lines($block, "req $rep_idx");
     for my $line (@{ $lines || [] }) {
         if ($line =~ /\bAssertion .*?failed\b/) {
             Test::Builder->new->no_ending(1);
