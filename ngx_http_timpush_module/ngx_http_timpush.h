@@ -15,7 +15,6 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <yajl/yajl_gen.h>
-#include <yajl/yajl_tree.h>
 #include <hiredis/hiredis.h>
 
 
@@ -29,6 +28,7 @@
 #define NGX_HTTP_TIMPUSH_TOKEN_MIN        16
 #define NGX_HTTP_TIMPUSH_TOKEN_MAX        200
 #define NGX_HTTP_TIMPUSH_UNREAD_MAX       99999
+#define NGX_HTTP_TIMPUSH_DEVICE_BODY_MAX  4096
 
 
 /* one app: a business_id bound to a .p12 certificate or a .p8 token key */
@@ -77,6 +77,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                     api;
+    ngx_array_t                   *allow_origin;  /* ngx_str_t */
 } ngx_http_timpush_loc_conf_t;
 
 
@@ -132,8 +133,6 @@ ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
 
 /* JSON (json.c) */
 
-yajl_val ngx_http_timpush_json_parse(ngx_pool_t *pool, u_char *data,
-    size_t len, u_char *err, size_t errlen);
 yajl_gen ngx_http_timpush_json_gen(ngx_pool_t *pool);
 ngx_int_t ngx_http_timpush_json_str(yajl_gen g, ngx_str_t *s);
 ngx_int_t ngx_http_timpush_json_cstr(yajl_gen g, const char *s);
@@ -143,7 +142,6 @@ ngx_int_t ngx_http_timpush_json_key_int(yajl_gen g, const char *key,
     int64_t value);
 ngx_int_t ngx_http_timpush_json_key_bool(yajl_gen g, const char *key,
     ngx_uint_t value);
-yajl_val ngx_http_timpush_json_get(yajl_val obj, const char *key);
 size_t ngx_http_timpush_json_escape_len(ngx_str_t *s);
 u_char *ngx_http_timpush_json_escape(u_char *dst, ngx_str_t *s);
 
@@ -162,6 +160,13 @@ ngx_int_t ngx_http_timpush_api_send_buf(ngx_http_request_t *r,
 ngx_int_t ngx_http_timpush_api_store_error(ngx_http_request_t *r,
     ngx_int_t rc);
 u_char *ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token);
+
+
+/* browsers refused, listed origins let in (origin.c) */
+
+char *ngx_http_timpush_origin_conf(ngx_conf_t *cf,
+    ngx_http_timpush_loc_conf_t *tlcf);
+ngx_int_t ngx_http_timpush_origin_check(ngx_http_request_t *r);
 
 
 /* POST /v1/push (push.c) */

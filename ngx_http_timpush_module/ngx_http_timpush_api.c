@@ -8,6 +8,7 @@
 
 
 #include "ngx_http_timpush.h"
+#include "ngx_http_timpush_body.h"
 
 
 typedef enum {
@@ -34,6 +35,9 @@ typedef struct {
     u_char                        *error_message;
     ngx_uint_t                     own_answer;  /* not nginx's error page */
     ngx_buf_t                     *json_error;  /* nginx's error, as JSON */
+    off_t                          body_limit;  /* a device body's, or 0 */
+    off_t                          body_read;
+    ngx_uint_t                     body_over;   /* over body_limit */
 } ngx_http_timpush_api_ctx_t;
 
 
@@ -64,7 +68,6 @@ static ngx_int_t ngx_http_timpush_api_token(ngx_http_request_t *r,
     ngx_str_t *raw, ngx_str_t *token);
 static ngx_int_t ngx_http_timpush_unescape(ngx_pool_t *pool, ngx_str_t *src,
     ngx_str_t *dst);
-static ngx_int_t ngx_http_timpush_check_text(ngx_str_t *s);
 static void ngx_http_timpush_api_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body(ngx_http_request_t *r,
     ngx_http_timpush_api_ctx_t *ctx);
@@ -72,10 +75,10 @@ static ngx_int_t ngx_http_timpush_api_body_raw(ngx_http_request_t *r,
     u_char **datap, size_t *lenp);
 static ngx_int_t ngx_http_timpush_api_push(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body_json(ngx_http_request_t *r,
-    yajl_val *json);
+    ngx_http_timpush_json_t **json);
 static ngx_int_t ngx_http_timpush_api_int(ngx_http_request_t *r,
-    yajl_val obj, const char *name, int64_t min, int64_t max,
-    int64_t *value);
+    ngx_http_timpush_json_t *obj, const char *name, int64_t min,
+    int64_t max, int64_t *value);
 static ngx_int_t ngx_http_timpush_api_run(ngx_http_request_t *r,
     ngx_http_timpush_api_ctx_t *ctx);
 static void ngx_http_timpush_api_reply(void *data, redisReply *reply,
@@ -102,10 +105,15 @@ static void ngx_http_timpush_api_cleanup(void *data);
 static ngx_int_t ngx_http_timpush_api_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_timpush_api_read_body(ngx_http_request_t *r,
+    ngx_http_timpush_api_ctx_t *ctx);
+static ngx_int_t ngx_http_timpush_api_request_body_filter(
+    ngx_http_request_t *r, ngx_chain_t *in);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+static ngx_http_request_body_filter_pt   ngx_http_next_request_body_filter;
 
 
 #define ngx_http_timpush_invalid(r, ...)                                     \
@@ -121,6 +129,9 @@ ngx_http_timpush_api_init(ngx_conf_t *cf)
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_timpush_api_body_filter;
+
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_timpush_api_request_body_filter;
 
     return NGX_OK;
 }
@@ -148,7 +159,18 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
     cln->handler = ngx_http_timpush_api_cleanup;
     cln->data = ctx;
 
-    rc = ngx_http_timpush_api_route(r, ctx);
+    rc = ngx_http_timpush_origin_check(r);
+
+    if (rc == NGX_DONE) {
+        ctx->own_answer = 1;
+        return ngx_http_discard_request_body(r) == NGX_OK
+               ? NGX_HTTP_NO_CONTENT : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_timpush_api_route(r, ctx);
+    }
+
     if (rc != NGX_OK) {
         if (ngx_http_discard_request_body(r) != NGX_OK) {
             r->keepalive = 0;
@@ -163,10 +185,9 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
     case NGX_HTTP_TIMPUSH_OP_LOGOUT:
     case NGX_HTTP_TIMPUSH_OP_BACKGROUND:
     case NGX_HTTP_TIMPUSH_OP_PUSH:
-        rc = ngx_http_read_client_request_body(r,
-                                           ngx_http_timpush_api_body_handler);
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
+        rc = ngx_http_timpush_api_read_body(r, ctx);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE || rc == NGX_DECLINED) {
+            return ngx_http_timpush_api_finish(r, rc);
         }
 
         return NGX_DONE;
@@ -185,6 +206,84 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
 
         return ngx_http_timpush_api_finish(r, rc);
     }
+}
+
+
+/*
+ * A device body is a few bytes: at most NGX_HTTP_TIMPUSH_DEVICE_BODY_MAX
+ * whatever client_max_body_size says (a push's may be a megabyte).  A
+ * Content-Length over it is refused at once; a body without one (chunked,
+ * or HTTP/2) is counted as it comes by the request body filter below.
+ * nginx gives such a body a buffer of client_body_buffer_size, which API
+ * locations raise to client_max_body_size: for a device body that size is
+ * made small while the buffer is made (it is read nowhere else).
+ */
+
+static ngx_int_t
+ngx_http_timpush_api_read_body(ngx_http_request_t *r,
+    ngx_http_timpush_api_ctx_t *ctx)
+{
+    size_t                     saved;
+    ngx_int_t                  rc;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ctx->op == NGX_HTTP_TIMPUSH_OP_PUSH) {
+        return ngx_http_read_client_request_body(r,
+                                           ngx_http_timpush_api_body_handler);
+    }
+
+    ctx->body_limit = NGX_HTTP_TIMPUSH_DEVICE_BODY_MAX;
+
+    if (r->headers_in.content_length_n > ctx->body_limit) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        return ngx_http_timpush_api_error(r,
+                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "body_too_large",
+                                      "a device body is at most %O bytes",
+                                      ctx->body_limit);
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    saved = clcf->client_body_buffer_size;
+    clcf->client_body_buffer_size = ngx_min(saved,
+                                    4 * NGX_HTTP_TIMPUSH_DEVICE_BODY_MAX);
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_timpush_api_body_handler);
+
+    clcf->client_body_buffer_size = saved;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_api_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_chain_t                 *cl;
+    ngx_http_timpush_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_timpush_module);
+
+    if (ctx == NULL || ctx->body_limit == 0) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        ctx->body_read += ngx_buf_size(cl->buf);
+    }
+
+    if (ctx->body_read > ctx->body_limit) {
+        ctx->body_over = 1;
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
 }
 
 
@@ -387,7 +486,7 @@ ngx_http_timpush_api_user(ngx_http_request_t *r, ngx_str_t *raw,
                                         NGX_HTTP_TIMPUSH_USER_MAX);
     }
 
-    if (ngx_http_timpush_check_text(user) != NGX_OK) {
+    if (ngx_http_timpush_utf8_check(user->data, user->len, 1) != NGX_OK) {
         return ngx_http_timpush_invalid(r, "user_id: must be UTF-8 without "
                                         "control characters");
     }
@@ -493,40 +592,6 @@ ngx_http_timpush_unescape(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst)
 }
 
 
-/* valid UTF-8, no C0 or C1 control characters, no surrogates */
-
-static ngx_int_t
-ngx_http_timpush_check_text(ngx_str_t *s)
-{
-    u_char    *p, *last;
-    uint32_t   u;
-
-    p = s->data;
-    last = p + s->len;
-
-    while (p < last) {
-        if (*p < 0x80) {
-            if (*p < 0x20 || *p == 0x7f) {
-                return NGX_DECLINED;
-            }
-
-            p++;
-            continue;
-        }
-
-        u = ngx_utf8_decode(&p, last - p);
-
-        if (u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)
-            || (u >= 0x80 && u <= 0x9f))
-        {
-            return NGX_DECLINED;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
 static void
 ngx_http_timpush_api_body_handler(ngx_http_request_t *r)
 {
@@ -563,8 +628,8 @@ ngx_http_timpush_api_body(ngx_http_request_t *r,
     ngx_http_timpush_api_ctx_t *ctx)
 {
     int64_t                         v;
-    yajl_val                        json, token;
     ngx_int_t                       rc;
+    ngx_http_timpush_json_t        *json, *token;
     ngx_http_timpush_main_conf_t   *tmcf;
 
     rc = ngx_http_timpush_api_body_json(r, &json);
@@ -604,20 +669,17 @@ ngx_http_timpush_api_body(ngx_http_request_t *r,
         return NGX_OK;
 
     default: /* NGX_HTTP_TIMPUSH_OP_LOGOUT */
-        token = ngx_http_timpush_json_get(json, "token");
+        token = ngx_http_timpush_body_get(json, "token");
 
-        if (token == NULL || YAJL_IS_NULL(token)) {
+        if (token == NULL) {
             return NGX_OK;
         }
 
-        if (!YAJL_IS_STRING(token)) {
+        if (token->type != NGX_HTTP_TIMPUSH_JSON_STRING) {
             return ngx_http_timpush_invalid(r, "token: must be a string");
         }
 
-        ctx->token.data = (u_char *) token->u.string;
-        ctx->token.len = ngx_strlen(token->u.string);
-
-        return ngx_http_timpush_api_token(r, &ctx->token, &ctx->token);
+        return ngx_http_timpush_api_token(r, &token->str, &ctx->token);
     }
 }
 
@@ -701,11 +763,13 @@ ngx_http_timpush_api_push(ngx_http_request_t *r)
 /* the body as a JSON object; an empty body is taken as {} */
 
 static ngx_int_t
-ngx_http_timpush_api_body_json(ngx_http_request_t *r, yajl_val *json)
+ngx_http_timpush_api_body_json(ngx_http_request_t *r,
+    ngx_http_timpush_json_t **json)
 {
-    u_char     *data, err[256];
-    size_t      len;
-    ngx_int_t   rc;
+    u_char                       *data;
+    size_t                        len;
+    ngx_int_t                     rc;
+    ngx_http_timpush_body_err_t   err;
 
     static u_char  empty[] = "{}";
 
@@ -719,16 +783,21 @@ ngx_http_timpush_api_body_json(ngx_http_request_t *r, yajl_val *json)
         len = 2;
     }
 
-    *json = ngx_http_timpush_json_parse(r->pool, data, len, err,
-                                        sizeof(err));
-    if (*json == NULL) {
+    rc = ngx_http_timpush_body_parse(r->pool, data, len,
+                                     ngx_http_timpush_body_want_flat, 1,
+                                     json, &err);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
         return ngx_http_timpush_api_error(r, NGX_HTTP_BAD_REQUEST,
                                           "invalid_json",
                                           "the body is not valid JSON: %s",
-                                          err);
+                                          err.msg);
     }
 
-    if (!YAJL_IS_OBJECT(*json)) {
+    if ((*json)->type != NGX_HTTP_TIMPUSH_JSON_OBJECT) {
         return ngx_http_timpush_api_error(r, NGX_HTTP_BAD_REQUEST,
                                           "invalid_json",
                                           "the body must be a JSON object");
@@ -739,25 +808,21 @@ ngx_http_timpush_api_body_json(ngx_http_request_t *r, yajl_val *json)
 
 
 static ngx_int_t
-ngx_http_timpush_api_int(ngx_http_request_t *r, yajl_val obj,
+ngx_http_timpush_api_int(ngx_http_request_t *r, ngx_http_timpush_json_t *obj,
     const char *name, int64_t min, int64_t max, int64_t *value)
 {
-    yajl_val  v;
+    ngx_int_t                     rc;
+    ngx_http_timpush_body_err_t   err;
 
-    v = ngx_http_timpush_json_get(obj, name);
+    rc = ngx_http_timpush_body_int(obj, name, min, max, value, &err);
 
-    if (v == NULL) {
+    if (rc == NGX_DONE) {
         return ngx_http_timpush_invalid(r, "%s: is required", name);
     }
 
-    if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < min
-        || YAJL_GET_INTEGER(v) > max)
-    {
-        return ngx_http_timpush_invalid(r, "%s: must be an integer from %L "
-                                        "to %L", name, min, max);
+    if (rc != NGX_OK) {
+        return ngx_http_timpush_invalid(r, "%s", err.msg);
     }
-
-    *value = YAJL_GET_INTEGER(v);
 
     return NGX_OK;
 }
@@ -1408,7 +1473,15 @@ ngx_http_timpush_api_header_filter(ngx_http_request_t *r)
 
     ctx->own_answer = 1;
 
-    if (r->headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+    if (r->headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        && ctx->body_over)
+    {
+        rc = ngx_http_timpush_api_error_json(r, "body_too_large",
+                                             "a device body is at most "
+                                             "4096 bytes",
+                                             &ctx->json_error);
+
+    } else if (r->headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         rc = ngx_http_timpush_api_error_json(r, "body_too_large",
                                              "the body is larger than "
                                              "client_max_body_size",

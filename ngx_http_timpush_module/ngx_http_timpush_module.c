@@ -97,7 +97,7 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       NULL },
 
     { ngx_string("timpush_api"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_timpush_api,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -214,6 +214,7 @@ ngx_http_timpush_create_loc_conf(ngx_conf_t *cf)
     }
 
     tlcf->api = NGX_CONF_UNSET;
+    tlcf->allow_origin = NGX_CONF_UNSET_PTR;
 
     return tlcf;
 }
@@ -226,6 +227,7 @@ ngx_http_timpush_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_timpush_loc_conf_t *conf = child;
 
     ngx_conf_merge_value(conf->api, prev->api, 0);
+    ngx_conf_merge_ptr_value(conf->allow_origin, prev->allow_origin, NULL);
 
     return NGX_CONF_OK;
 }
@@ -465,6 +467,11 @@ ngx_http_timpush_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     tlcf->api = 1;
+    tlcf->allow_origin = NULL;
+
+    if (ngx_http_timpush_origin_conf(cf, tlcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_timpush_api_handler;

@@ -18,59 +18,20 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include <yajl/yajl_parse.h>
-
 #include "ngx_http_timpush_render.h"
 
 
 /*
- * The JSON tree is built from yajl's callbacks rather than by
- * yajl_tree_parse(): strings keep their length (a "\u0000" escape would
- * silently cut a yajl_tree string, and so a user id), the tree lives in the
- * pool, and only what the schema reads is kept: the members named in the
- * tables below (the first of each name), the elements of "to" and "elems",
- * and, where a scalar is expected, a container as its type alone.  So
- * neither memory nor recursion depends on unknown fields or on nesting.
+ * The body is read by the strict reader of ngx_http_timpush_body.c with
+ * the schema below: the members named in the tables (the first of each
+ * name), the elements of "to" and "elems", and, where a scalar is
+ * expected, a container as its type alone.
  */
-
-#define NGX_HTTP_TIMPUSH_JSON_NULL     0
-#define NGX_HTTP_TIMPUSH_JSON_FALSE    1
-#define NGX_HTTP_TIMPUSH_JSON_TRUE     2
-#define NGX_HTTP_TIMPUSH_JSON_NUMBER   3
-#define NGX_HTTP_TIMPUSH_JSON_STRING   4
-#define NGX_HTTP_TIMPUSH_JSON_OBJECT   5
-#define NGX_HTTP_TIMPUSH_JSON_ARRAY    6
-
-/* containers kept: the root, "elems", an element, one of its fields */
-#define NGX_HTTP_TIMPUSH_JSON_DEPTH    4
 
 #define NGX_HTTP_TIMPUSH_ELLIPSIS      "\xe2\x80\xa6"
 
-
-typedef struct ngx_http_timpush_json_s  ngx_http_timpush_json_t;
-
-struct ngx_http_timpush_json_s {
-    ngx_str_t                   key;       /* as a member of an object */
-    ngx_str_t                   str;       /* a string, a number's text */
-    ngx_http_timpush_json_t    *child;
-    ngx_http_timpush_json_t    *next;
-    ngx_uint_t                  nchildren;
-    ngx_uint_t                  type;
-};
-
-
-typedef struct {
-    ngx_pool_t                 *pool;
-    ngx_http_timpush_json_t    *root;
-    ngx_http_timpush_json_t    *open[NGX_HTTP_TIMPUSH_JSON_DEPTH];
-    ngx_http_timpush_json_t    *last[NGX_HTTP_TIMPUSH_JSON_DEPTH];
-    ngx_str_t                   key;       /* of the member now read */
-    ngx_uint_t                  depth;     /* kept containers open */
-    ngx_uint_t                  skip;      /* containers open, not kept */
-    const char                 *error;
-    unsigned                    want:1;    /* the member now read is kept */
-    unsigned                    nomem:1;
-} ngx_http_timpush_json_ctx_t;
+/* elements of "elems" (and of "to", past timpush_max_recipients) */
+#define NGX_HTTP_TIMPUSH_ELEMS_MAX     10000
 
 
 /* while measuring a payload pos is NULL and only len grows */
@@ -80,44 +41,8 @@ typedef struct {
 } ngx_http_timpush_out_t;
 
 
-static ngx_int_t ngx_http_timpush_json_parse(ngx_pool_t *pool, u_char *data,
-    size_t len, ngx_http_timpush_json_t **root,
-    ngx_http_timpush_render_err_t *err);
-static ngx_uint_t ngx_http_timpush_json_wanted(
-    ngx_http_timpush_json_ctx_t *ctx, const u_char *key, size_t len);
-static ngx_uint_t ngx_http_timpush_json_keep(
-    ngx_http_timpush_json_ctx_t *ctx);
-static ngx_uint_t ngx_http_timpush_json_is(ngx_str_t *s, const char *name);
-static ngx_http_timpush_json_t *ngx_http_timpush_json_add(
-    ngx_http_timpush_json_ctx_t *ctx, ngx_uint_t type);
-static int ngx_http_timpush_json_on_null(void *data);
-static int ngx_http_timpush_json_on_boolean(void *data, int value);
-static int ngx_http_timpush_json_on_number(void *data, const char *s,
-    size_t len);
-static int ngx_http_timpush_json_add_text(ngx_http_timpush_json_ctx_t *ctx,
-    ngx_uint_t type, const u_char *s, size_t len);
-static int ngx_http_timpush_json_on_string(void *data, const u_char *s,
-    size_t len);
-static int ngx_http_timpush_json_on_key(void *data, const u_char *s,
-    size_t len);
-static int ngx_http_timpush_json_on_open_object(void *data);
-static int ngx_http_timpush_json_on_open_array(void *data);
-static int ngx_http_timpush_json_on_open(ngx_http_timpush_json_ctx_t *ctx,
-    ngx_uint_t type);
-static int ngx_http_timpush_json_on_close(void *data);
-static ngx_int_t ngx_http_timpush_utf8_check(u_char *p, size_t len,
-    ngx_uint_t controls);
-static ngx_http_timpush_json_t *ngx_http_timpush_json_get(
-    ngx_http_timpush_json_t *obj, const char *key);
-static ngx_int_t ngx_http_timpush_get_object(ngx_http_timpush_json_t *obj,
-    const char *key, ngx_http_timpush_json_t **value,
-    ngx_http_timpush_render_err_t *err);
-static ngx_int_t ngx_http_timpush_get_str(ngx_http_timpush_json_t *obj,
-    const char *prefix, const char *key, ngx_str_t *value,
-    ngx_http_timpush_render_err_t *err);
-static ngx_int_t ngx_http_timpush_get_bool(ngx_http_timpush_json_t *obj,
-    const char *prefix, const char *key, ngx_uint_t *value,
-    ngx_http_timpush_render_err_t *err);
+static ngx_uint_t ngx_http_timpush_push_want(ngx_http_timpush_json_t **open,
+    ngx_uint_t depth, const u_char *key, size_t len);
 static ngx_int_t ngx_http_timpush_parse_to(ngx_pool_t *pool,
     ngx_http_timpush_json_t *root, ngx_uint_t max,
     ngx_http_timpush_message_t *msg, ngx_http_timpush_render_err_t *err);
@@ -133,7 +58,7 @@ static ngx_int_t ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
     ngx_http_timpush_message_t *msg, ngx_uint_t *online_only,
     ngx_http_timpush_render_err_t *err);
 static ngx_int_t ngx_http_timpush_parse_content(ngx_pool_t *pool,
-    ngx_http_timpush_json_t *root, ngx_str_t *content,
+    ngx_http_timpush_json_t *root, ngx_uint_t limit, ngx_str_t *content,
     ngx_http_timpush_render_err_t *err);
 static ngx_int_t ngx_http_timpush_parse_elem(ngx_http_timpush_json_t *elem,
     ngx_uint_t i, ngx_str_t *text, ngx_http_timpush_render_err_t *err);
@@ -153,28 +78,10 @@ static void ngx_http_timpush_out_str(ngx_http_timpush_out_t *out,
     ngx_str_t *s);
 static size_t ngx_http_timpush_escaped_len(ngx_str_t *s);
 static size_t ngx_http_timpush_cut(ngx_str_t *s, size_t room);
-static ngx_int_t ngx_http_timpush_render_error(
-    ngx_http_timpush_render_err_t *err, const char *code,
-    const char *fmt, ...);
 
 
 #define ngx_http_timpush_out_lit(out, s)                                      \
     ngx_http_timpush_out_raw(out, s, sizeof(s) - 1)
-
-
-static yajl_callbacks  ngx_http_timpush_json_callbacks = {
-    ngx_http_timpush_json_on_null,
-    ngx_http_timpush_json_on_boolean,
-    NULL,
-    NULL,
-    ngx_http_timpush_json_on_number,
-    ngx_http_timpush_json_on_string,
-    ngx_http_timpush_json_on_open_object,
-    ngx_http_timpush_json_on_key,
-    ngx_http_timpush_json_on_close,
-    ngx_http_timpush_json_on_open_array,
-    ngx_http_timpush_json_on_close
-};
 
 
 /* element types, and what each shows; text and custom show a field */
@@ -257,7 +164,7 @@ ngx_http_timpush_message_parse(ngx_pool_t *pool, u_char *data, size_t len,
 {
     ngx_int_t                 rc;
     ngx_str_t                 desc, content, name, group_name;
-    ngx_uint_t                disable, online_only;
+    ngx_uint_t                disable, online_only, limit;
     ngx_http_timpush_json_t  *root;
 
     ngx_memzero(msg, sizeof(ngx_http_timpush_message_t));
@@ -268,14 +175,18 @@ ngx_http_timpush_message_parse(ngx_pool_t *pool, u_char *data, size_t len,
     ngx_str_set(&msg->push_type, "alert");
     ngx_str_set(&msg->topic_suffix, "");
 
-    rc = ngx_http_timpush_json_parse(pool, data, len, &root, err);
+    limit = ngx_max(max_recipients, NGX_HTTP_TIMPUSH_ELEMS_MAX);
+
+    rc = ngx_http_timpush_body_parse(pool, data, len,
+                                     ngx_http_timpush_push_want, limit,
+                                     &root, err);
     if (rc != NGX_OK) {
         return rc;
     }
 
     if (root->type != NGX_HTTP_TIMPUSH_JSON_OBJECT) {
-        return ngx_http_timpush_render_error(err, "invalid_json",
-                                             "the body must be an object");
+        return ngx_http_timpush_body_error(err, "invalid_json",
+                                           "the body must be an object");
     }
 
     /*
@@ -293,7 +204,7 @@ ngx_http_timpush_message_parse(ngx_pool_t *pool, u_char *data, size_t len,
         return rc;
     }
 
-    rc = ngx_http_timpush_parse_content(pool, root, &content, err);
+    rc = ngx_http_timpush_parse_content(pool, root, limit, &content, err);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -328,97 +239,60 @@ ngx_http_timpush_message_parse(ngx_pool_t *pool, u_char *data, size_t len,
 }
 
 
-static ngx_int_t
-ngx_http_timpush_json_parse(ngx_pool_t *pool, u_char *data, size_t len,
-    ngx_http_timpush_json_t **root, ngx_http_timpush_render_err_t *err)
-{
-    u_char                       *text, *nl;
-    yajl_handle                   h;
-    yajl_status                   st;
-    ngx_http_timpush_json_ctx_t   ctx;
-
-    *root = NULL;
-
-    if (len == 0) {
-        return ngx_http_timpush_render_error(err, "invalid_json",
-                                             "empty body");
-    }
-
-    ngx_memzero(&ctx, sizeof(ngx_http_timpush_json_ctx_t));
-    ctx.pool = pool;
-
-    /* strict JSON: no comments, no trailing garbage, UTF-8 checked */
-
-    h = yajl_alloc(&ngx_http_timpush_json_callbacks, NULL, &ctx);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    st = yajl_parse(h, data, len);
-
-    if (st == yajl_status_ok) {
-        st = yajl_complete_parse(h);
-    }
-
-    if (st == yajl_status_ok) {
-        yajl_free(h);
-        *root = ctx.root;
-        return NGX_OK;
-    }
-
-    if (ctx.nomem) {
-        yajl_free(h);
-        return NGX_ERROR;
-    }
-
-    if (ctx.error) {
-        yajl_free(h);
-        return ngx_http_timpush_render_error(err, "invalid_json", "%s",
-                                             ctx.error);
-    }
-
-    /* keep yajl's first line: its verbose form quotes the input back */
-
-    text = yajl_get_error(h, 0, NULL, 0);
-    if (text == NULL) {
-        yajl_free(h);
-        return NGX_ERROR;
-    }
-
-    nl = (u_char *) ngx_strchr(text, '\n');
-    if (nl) {
-        *nl = '\0';
-    }
-
-    (void) ngx_http_timpush_render_error(err, "invalid_json", "%s", text);
-
-    yajl_free_error(h, text);
-    yajl_free(h);
-
-    return NGX_DECLINED;
-}
 
 
-/*
- * Whether the value about to start is read: a member named key, or with
- * key NULL the root or an element of an array.
- */
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+/* the schema of a push body: what the parse functions below read */
 
 static ngx_uint_t
-ngx_http_timpush_json_wanted(ngx_http_timpush_json_ctx_t *ctx,
+ngx_http_timpush_push_want(ngx_http_timpush_json_t **open, ngx_uint_t depth,
     const u_char *key, size_t len)
 {
     ngx_str_t                *keys;
     ngx_uint_t                i;
-    ngx_http_timpush_json_t  *parent, *v;
+    ngx_http_timpush_json_t  *parent;
 
-    if (ctx->depth == 0) {
-        return 1;
-    }
+    parent = open[depth - 1];
 
-    parent = ctx->open[ctx->depth - 1];
-
-    switch (ctx->depth) {
+    switch (depth) {
 
     case 1:
         keys = ngx_http_timpush_root_keys;
@@ -439,8 +313,8 @@ ngx_http_timpush_json_wanted(ngx_http_timpush_json_ctx_t *ctx,
         break;
 
     case 3:
-        keys = (ctx->open[1]->type == NGX_HTTP_TIMPUSH_JSON_ARRAY
-                && ngx_http_timpush_json_is(&ctx->open[1]->key, "elems"))
+        keys = (open[1]->type == NGX_HTTP_TIMPUSH_JSON_ARRAY
+                && ngx_http_timpush_json_is(&open[1]->key, "elems"))
                ? ngx_http_timpush_elem_keys : NULL;
         break;
 
@@ -454,470 +328,12 @@ ngx_http_timpush_json_wanted(ngx_http_timpush_json_ctx_t *ctx,
 
     for (i = 0; keys[i].len; i++) {
         if (keys[i].len == len && ngx_memcmp(keys[i].data, key, len) == 0) {
-            break;
+            return 1;
         }
     }
 
-    if (keys[i].len == 0) {
-        return 0;
-    }
-
-    /* a repeated member: the first one counts, the others are not kept */
-
-    for (v = parent->child; v; v = v->next) {
-        if (v->key.len == len && ngx_memcmp(v->key.data, key, len) == 0) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return 0;
 }
-
-
-static ngx_uint_t
-ngx_http_timpush_json_keep(ngx_http_timpush_json_ctx_t *ctx)
-{
-    if (ctx->skip) {
-        return 0;
-    }
-
-    if (ctx->depth
-        && ctx->open[ctx->depth - 1]->type == NGX_HTTP_TIMPUSH_JSON_OBJECT)
-    {
-        return ctx->want;
-    }
-
-    return ngx_http_timpush_json_wanted(ctx, NULL, 0);
-}
-
-
-static ngx_uint_t
-ngx_http_timpush_json_is(ngx_str_t *s, const char *name)
-{
-    size_t  len;
-
-    len = ngx_strlen(name);
-
-    return s->len == len && ngx_memcmp(s->data, name, len) == 0;
-}
-
-
-static ngx_http_timpush_json_t *
-ngx_http_timpush_json_add(ngx_http_timpush_json_ctx_t *ctx, ngx_uint_t type)
-{
-    ngx_uint_t                d;
-    ngx_http_timpush_json_t  *v, *parent;
-
-    d = ctx->depth;
-
-    v = ngx_pcalloc(ctx->pool, sizeof(ngx_http_timpush_json_t));
-    if (v == NULL) {
-        ctx->nomem = 1;
-        return NULL;
-    }
-
-    v->type = type;
-
-    if (d == 0) {
-        ctx->root = v;
-        return v;
-    }
-
-    parent = ctx->open[d - 1];
-
-    if (parent->type == NGX_HTTP_TIMPUSH_JSON_OBJECT) {
-        v->key = ctx->key;
-    }
-
-    if (ctx->last[d - 1]) {
-        ctx->last[d - 1]->next = v;
-
-    } else {
-        parent->child = v;
-    }
-
-    ctx->last[d - 1] = v;
-    parent->nchildren++;
-
-    return v;
-}
-
-
-static int
-ngx_http_timpush_json_on_null(void *data)
-{
-    ngx_http_timpush_json_ctx_t  *ctx = data;
-
-    if (!ngx_http_timpush_json_keep(ctx)) {
-        return 1;
-    }
-
-    return ngx_http_timpush_json_add(ctx, NGX_HTTP_TIMPUSH_JSON_NULL) != NULL;
-}
-
-
-static int
-ngx_http_timpush_json_on_boolean(void *data, int value)
-{
-    ngx_http_timpush_json_ctx_t  *ctx = data;
-
-    if (!ngx_http_timpush_json_keep(ctx)) {
-        return 1;
-    }
-
-    return ngx_http_timpush_json_add(ctx, value ? NGX_HTTP_TIMPUSH_JSON_TRUE
-                                                : NGX_HTTP_TIMPUSH_JSON_FALSE)
-           != NULL;
-}
-
-
-/*
- * Numbers are kept as text: a number too large for a C type in a field
- * timpush never reads (a custom element's data) must not refuse the body.
- */
-
-static int
-ngx_http_timpush_json_on_number(void *data, const char *s, size_t len)
-{
-    ngx_http_timpush_json_ctx_t  *ctx = data;
-
-    if (!ngx_http_timpush_json_keep(ctx)) {
-        return 1;
-    }
-
-    return ngx_http_timpush_json_add_text(ctx, NGX_HTTP_TIMPUSH_JSON_NUMBER,
-                                          (const u_char *) s, len);
-}
-
-
-/* a number or a string: its text, copied */
-
-static int
-ngx_http_timpush_json_add_text(ngx_http_timpush_json_ctx_t *ctx,
-    ngx_uint_t type, const u_char *s, size_t len)
-{
-    ngx_http_timpush_json_t  *v;
-
-    v = ngx_http_timpush_json_add(ctx, type);
-    if (v == NULL) {
-        return 0;
-    }
-
-    if (len == 0) {
-        ngx_str_set(&v->str, "");
-        return 1;
-    }
-
-    v->str.data = ngx_pnalloc(ctx->pool, len);
-    if (v->str.data == NULL) {
-        ctx->nomem = 1;
-        return 0;
-    }
-
-    ngx_memcpy(v->str.data, s, len);
-    v->str.len = len;
-
-    return 1;
-}
-
-
-/*
- * yajl lets overlong forms, surrogates and code points above U+10FFFF
- * through, and makes surrogates of lone "\uDC00" escapes: each would end
- * up in a payload APNs refuses, so every string is checked again, read or
- * not.
- */
-
-static int
-ngx_http_timpush_json_on_string(void *data, const u_char *s, size_t len)
-{
-    ngx_http_timpush_json_ctx_t  *ctx = data;
-
-    if (ngx_http_timpush_utf8_check((u_char *) s, len, 0) != NGX_OK) {
-        ctx->error = "invalid UTF-8 in a string";
-        return 0;
-    }
-
-    if (!ngx_http_timpush_json_keep(ctx)) {
-        return 1;
-    }
-
-    return ngx_http_timpush_json_add_text(ctx, NGX_HTTP_TIMPUSH_JSON_STRING,
-                                          s, len);
-}
-
-
-static int
-ngx_http_timpush_json_on_key(void *data, const u_char *s, size_t len)
-{
-    ngx_http_timpush_json_ctx_t  *ctx = data;
-
-    if (ngx_http_timpush_utf8_check((u_char *) s, len, 0) != NGX_OK) {
-        ctx->error = "invalid UTF-8 in a key";
-        return 0;
-    }
-
-    if (ctx->skip) {
-        return 1;
-    }
-
-    ctx->want = ngx_http_timpush_json_wanted(ctx, s, len);
-
-    if (!ctx->want) {
-        return 1;
-    }
-
-    /* a member read has a name from the tables: never empty */
-
-    ctx->key.len = len;
-    ctx->key.data = ngx_pnalloc(ctx->pool, len);
-    if (ctx->key.data == NULL) {
-        ctx->nomem = 1;
-        return 0;
-    }
-
-    ngx_memcpy(ctx->key.data, s, len);
-
-    return 1;
-}
-
-
-static int
-ngx_http_timpush_json_on_open_object(void *data)
-{
-    return ngx_http_timpush_json_on_open(data, NGX_HTTP_TIMPUSH_JSON_OBJECT);
-}
-
-
-static int
-ngx_http_timpush_json_on_open_array(void *data)
-{
-    return ngx_http_timpush_json_on_open(data, NGX_HTTP_TIMPUSH_JSON_ARRAY);
-}
-
-
-static int
-ngx_http_timpush_json_on_open(ngx_http_timpush_json_ctx_t *ctx,
-    ngx_uint_t type)
-{
-    ngx_http_timpush_json_t  *v;
-
-    if (!ngx_http_timpush_json_keep(ctx)) {
-        ctx->skip++;
-        return 1;
-    }
-
-    v = ngx_http_timpush_json_add(ctx, type);
-    if (v == NULL) {
-        return 0;
-    }
-
-    ctx->open[ctx->depth] = v;
-    ctx->last[ctx->depth] = NULL;
-    ctx->depth++;
-
-    return 1;
-}
-
-
-static int
-ngx_http_timpush_json_on_close(void *data)
-{
-    ngx_http_timpush_json_ctx_t  *ctx = data;
-
-    if (ctx->skip) {
-        ctx->skip--;
-
-    } else {
-        ctx->depth--;
-    }
-
-    return 1;
-}
-
-
-/*
- * Well-formed UTF-8 (no overlong forms, surrogates or code points above
- * U+10FFFF); with "controls", also no C0, DEL or C1 control characters,
- * as the REST path's user_id.
- */
-
-static ngx_int_t
-ngx_http_timpush_utf8_check(u_char *p, size_t len, ngx_uint_t controls)
-{
-    u_char      c, *last;
-    uint32_t    u, min;
-    ngx_uint_t  i, n;
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    last = p + len;
-
-    while (p < last) {
-        c = *p;
-
-        if (c < 0x80) {
-            if (controls && (c < 0x20 || c == 0x7f)) {
-                return NGX_DECLINED;
-            }
-
-            p++;
-            continue;
-        }
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            u = c & 0x1f;
-            min = 0x80;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            u = c & 0x0f;
-            min = 0x800;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            u = c & 0x07;
-            min = 0x10000;
-
-        } else {
-            return NGX_DECLINED;
-        }
-
-        if ((size_t) (last - p) <= n) {
-            return NGX_DECLINED;
-        }
-
-        for (i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80) {
-                return NGX_DECLINED;
-            }
-
-            u = (u << 6) | (p[i] & 0x3f);
-        }
-
-        if (u < min || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-            return NGX_DECLINED;
-        }
-
-        if (controls && u <= 0x9f) {
-            return NGX_DECLINED;
-        }
-
-        p += n + 1;
-    }
-
-    return NGX_OK;
-}
-
-
-/* a member of an object, the first of that name; null counts as absent */
-
-static ngx_http_timpush_json_t *
-ngx_http_timpush_json_get(ngx_http_timpush_json_t *obj, const char *key)
-{
-    size_t                    len;
-    ngx_http_timpush_json_t  *v;
-
-    len = ngx_strlen(key);
-
-    for (v = obj->child; v; v = v->next) {
-        if (v->key.len == len && ngx_memcmp(v->key.data, key, len) == 0) {
-            return v->type == NGX_HTTP_TIMPUSH_JSON_NULL ? NULL : v;
-        }
-    }
-
-    return NULL;
-}
-
-
-static ngx_int_t
-ngx_http_timpush_get_object(ngx_http_timpush_json_t *obj, const char *key,
-    ngx_http_timpush_json_t **value, ngx_http_timpush_render_err_t *err)
-{
-    ngx_http_timpush_json_t  *v;
-
-    *value = NULL;
-
-    v = ngx_http_timpush_json_get(obj, key);
-    if (v == NULL) {
-        return NGX_OK;
-    }
-
-    if (v->type != NGX_HTTP_TIMPUSH_JSON_OBJECT) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "%s: must be an object", key);
-    }
-
-    *value = v;
-
-    return NGX_OK;
-}
-
-
-/* an optional string: empty when absent */
-
-static ngx_int_t
-ngx_http_timpush_get_str(ngx_http_timpush_json_t *obj, const char *prefix,
-    const char *key, ngx_str_t *value, ngx_http_timpush_render_err_t *err)
-{
-    ngx_http_timpush_json_t  *v;
-
-    ngx_str_set(value, "");
-
-    if (obj == NULL) {
-        return NGX_OK;
-    }
-
-    v = ngx_http_timpush_json_get(obj, key);
-    if (v == NULL) {
-        return NGX_OK;
-    }
-
-    if (v->type != NGX_HTTP_TIMPUSH_JSON_STRING) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "%s%s: must be a string",
-                                             prefix, key);
-    }
-
-    *value = v->str;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_timpush_get_bool(ngx_http_timpush_json_t *obj, const char *prefix,
-    const char *key, ngx_uint_t *value, ngx_http_timpush_render_err_t *err)
-{
-    ngx_http_timpush_json_t  *v;
-
-    *value = 0;
-
-    if (obj == NULL) {
-        return NGX_OK;
-    }
-
-    v = ngx_http_timpush_json_get(obj, key);
-    if (v == NULL) {
-        return NGX_OK;
-    }
-
-    if (v->type != NGX_HTTP_TIMPUSH_JSON_TRUE
-        && v->type != NGX_HTTP_TIMPUSH_JSON_FALSE)
-    {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "%s%s: must be true or false",
-                                             prefix, key);
-    }
-
-    *value = (v->type == NGX_HTTP_TIMPUSH_JSON_TRUE);
-
-    return NGX_OK;
-}
-
 
 /*
  * "to": a user id or an array of them.  The limit counts the ids as given;
@@ -936,11 +352,11 @@ ngx_http_timpush_parse_to(ngx_pool_t *pool, ngx_http_timpush_json_t *root,
     ngx_uint_t                n, i, size;
     ngx_http_timpush_json_t  *to, *v;
 
-    to = ngx_http_timpush_json_get(root, "to");
+    to = ngx_http_timpush_body_get(root, "to");
 
     if (to == NULL) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "to: is required");
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "to: is required");
     }
 
     if (to->type == NGX_HTTP_TIMPUSH_JSON_STRING) {
@@ -952,19 +368,19 @@ ngx_http_timpush_parse_to(ngx_pool_t *pool, ngx_http_timpush_json_t *root,
         v = to->child;
 
     } else {
-        return ngx_http_timpush_render_error(err, "invalid_field",
+        return ngx_http_timpush_body_error(err, "invalid_field",
                               "to: must be a string or an array of strings");
     }
 
     if (n == 0) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "to: must not be empty");
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "to: must not be empty");
     }
 
     if (n > max) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "to: at most %ui recipients",
-                                             max);
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "to: at most %ui recipients",
+                                           max);
     }
 
     if (ngx_array_init(&msg->to, pool, n, sizeof(ngx_str_t)) != NGX_OK) {
@@ -1012,20 +428,20 @@ ngx_http_timpush_parse_user(ngx_http_timpush_json_t *v, u_char *path,
     ngx_str_t *user, ngx_http_timpush_render_err_t *err)
 {
     if (v->type != NGX_HTTP_TIMPUSH_JSON_STRING) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "%s: must be a string", path);
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "%s: must be a string", path);
     }
 
     if (v->str.len == 0 || v->str.len > NGX_HTTP_TIMPUSH_USER_MAX) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "%s: must be 1 to %ui bytes",
-                                             path,
-                                             (ngx_uint_t)
-                                             NGX_HTTP_TIMPUSH_USER_MAX);
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "%s: must be 1 to %ui bytes",
+                                           path,
+                                           (ngx_uint_t)
+                                           NGX_HTTP_TIMPUSH_USER_MAX);
     }
 
     if (ngx_http_timpush_utf8_check(v->str.data, v->str.len, 1) != NGX_OK) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
+        return ngx_http_timpush_body_error(err, "invalid_field",
                           "%s: must be UTF-8 without control characters",
                           path);
     }
@@ -1106,7 +522,7 @@ ngx_http_timpush_parse_offline_push(ngx_http_timpush_json_t *root,
         { NULL, NULL }
     };
 
-    if (ngx_http_timpush_get_object(root, "offline_push", &op, err)
+    if (ngx_http_timpush_body_object(root, "offline_push", &op, err)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -1115,7 +531,7 @@ ngx_http_timpush_parse_offline_push(ngx_http_timpush_json_t *root,
     for (i = 0; strs[i].key; i++) {
         s = strs[i].value;
 
-        if (ngx_http_timpush_get_str(op, "offline_push.", strs[i].key, s, err)
+        if (ngx_http_timpush_body_str(op, "offline_push.", strs[i].key, s, err)
             != NGX_OK)
         {
             return NGX_DECLINED;
@@ -1125,8 +541,8 @@ ngx_http_timpush_parse_offline_push(ngx_http_timpush_json_t *root,
     for (i = 0; bools[i].key; i++) {
         b = bools[i].value;
 
-        if (ngx_http_timpush_get_bool(op, "offline_push.", bools[i].key, b,
-                                      err)
+        if (ngx_http_timpush_body_bool(op, "offline_push.", bools[i].key, b,
+                                       err)
             != NGX_OK)
         {
             return NGX_DECLINED;
@@ -1164,7 +580,7 @@ ngx_http_timpush_parse_offline_push(ngx_http_timpush_json_t *root,
         }
 
         if (ngx_http_timpush_levels[i].len == 0) {
-            return ngx_http_timpush_render_error(err, "invalid_field",
+            return ngx_http_timpush_body_error(err, "invalid_field",
                 "offline_push.interruption_level: must be passive, active, "
                 "time-sensitive or critical");
         }
@@ -1173,7 +589,7 @@ ngx_http_timpush_parse_offline_push(ngx_http_timpush_json_t *root,
     /* apns-collapse-id is a header: no CR, LF or other controls in it */
 
     if (msg->collapse_id.len > NGX_HTTP_TIMPUSH_COLLAPSE_ID_MAX) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
+        return ngx_http_timpush_body_error(err, "invalid_field",
                      "offline_push.collapse_id: must be at most %ui bytes",
                      (ngx_uint_t) NGX_HTTP_TIMPUSH_COLLAPSE_ID_MAX);
     }
@@ -1182,7 +598,7 @@ ngx_http_timpush_parse_offline_push(ngx_http_timpush_json_t *root,
                                     msg->collapse_id.len, 1)
         != NGX_OK)
     {
-        return ngx_http_timpush_render_error(err, "invalid_field",
+        return ngx_http_timpush_body_error(err, "invalid_field",
                   "offline_push.collapse_id: must not contain control "
                   "characters");
     }
@@ -1200,7 +616,7 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
     int64_t                   e;
     ngx_http_timpush_json_t  *v;
 
-    v = ngx_http_timpush_json_get(root, "priority");
+    v = ngx_http_timpush_body_get(root, "priority");
 
     if (v) {
         if (v->type == NGX_HTTP_TIMPUSH_JSON_STRING
@@ -1221,13 +637,13 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
             msg->priority = NGX_HTTP_TIMPUSH_PRIORITY_LOW;
 
         } else {
-            return ngx_http_timpush_render_error(err, "invalid_field",
+            return ngx_http_timpush_body_error(err, "invalid_field",
                                "priority: must be \"high\", \"normal\" or "
                                "\"low\"");
         }
     }
 
-    v = ngx_http_timpush_json_get(root, "expiration");
+    v = ngx_http_timpush_body_get(root, "expiration");
 
     if (v) {
         /* digits only: no sign, fraction or exponent; at most 18 of them */
@@ -1253,12 +669,12 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
         msg->expiration = e;
     }
 
-    return ngx_http_timpush_get_bool(root, "", "online_user_only",
-                                     online_only, err);
+    return ngx_http_timpush_body_bool(root, "", "online_user_only",
+                                      online_only, err);
 
 invalid:
 
-    return ngx_http_timpush_render_error(err, "invalid_field",
+    return ngx_http_timpush_body_error(err, "invalid_field",
                       "expiration: must be an integer >= 0 (unix seconds)");
 }
 
@@ -1267,7 +683,7 @@ invalid:
 
 static ngx_int_t
 ngx_http_timpush_parse_content(ngx_pool_t *pool,
-    ngx_http_timpush_json_t *root, ngx_str_t *content,
+    ngx_http_timpush_json_t *root, ngx_uint_t limit, ngx_str_t *content,
     ngx_http_timpush_render_err_t *err)
 {
     u_char                   *p;
@@ -1279,14 +695,20 @@ ngx_http_timpush_parse_content(ngx_pool_t *pool,
 
     ngx_str_set(content, "");
 
-    elems = ngx_http_timpush_json_get(root, "elems");
+    elems = ngx_http_timpush_body_get(root, "elems");
     if (elems == NULL) {
         return NGX_OK;
     }
 
     if (elems->type != NGX_HTTP_TIMPUSH_JSON_ARRAY) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
+        return ngx_http_timpush_body_error(err, "invalid_field",
                                      "elems: must be an array of objects");
+    }
+
+    if (elems->overflow) {
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "elems: at most %ui elements",
+                                           limit);
     }
 
     len = 0;
@@ -1333,14 +755,14 @@ ngx_http_timpush_parse_elem(ngx_http_timpush_json_t *elem, ngx_uint_t i,
     ngx_http_timpush_json_t  *v;
 
     if (elem->type != NGX_HTTP_TIMPUSH_JSON_OBJECT) {
-        return ngx_http_timpush_render_error(err, "invalid_field",
-                                             "elems[%ui]: must be an object",
-                                             i);
+        return ngx_http_timpush_body_error(err, "invalid_field",
+                                           "elems[%ui]: must be an object",
+                                           i);
     }
 
     *ngx_snprintf(prefix, sizeof(prefix) - 1, "elems[%ui].", i) = '\0';
 
-    v = ngx_http_timpush_json_get(elem, "type");
+    v = ngx_http_timpush_body_get(elem, "type");
 
     for (t = 0; ngx_http_timpush_elem_types[t][0].len; t++) {
         type = &ngx_http_timpush_elem_types[t][0];
@@ -1356,12 +778,12 @@ ngx_http_timpush_parse_elem(ngx_http_timpush_json_t *elem, ngx_uint_t i,
     switch (t) {
 
     case NGX_HTTP_TIMPUSH_ELEM_TEXT:
-        v = ngx_http_timpush_json_get(elem, "text");
+        v = ngx_http_timpush_body_get(elem, "text");
 
         if (v == NULL || v->type != NGX_HTTP_TIMPUSH_JSON_STRING) {
-            return ngx_http_timpush_render_error(err, "invalid_field",
-                                                 "%stext: must be a string",
-                                                 prefix);
+            return ngx_http_timpush_body_error(err, "invalid_field",
+                                               "%stext: must be a string",
+                                               prefix);
         }
 
         *text = v->str;
@@ -1369,8 +791,8 @@ ngx_http_timpush_parse_elem(ngx_http_timpush_json_t *elem, ngx_uint_t i,
 
     case NGX_HTTP_TIMPUSH_ELEM_LOCATION:
     case NGX_HTTP_TIMPUSH_ELEM_CUSTOM:
-        if (ngx_http_timpush_get_str(elem, (char *) prefix, "desc", &desc,
-                                     err)
+        if (ngx_http_timpush_body_str(elem, (char *) prefix, "desc", &desc,
+                                      err)
             != NGX_OK)
         {
             return NGX_DECLINED;
@@ -1384,7 +806,7 @@ ngx_http_timpush_parse_elem(ngx_http_timpush_json_t *elem, ngx_uint_t i,
 
     default:
         if (ngx_http_timpush_elem_types[t][0].len == 0) {
-            return ngx_http_timpush_render_error(err, "invalid_field",
+            return ngx_http_timpush_body_error(err, "invalid_field",
                                "%stype: must be one of text, audio, file, "
                                "image, video, location, face, custom",
                                prefix);
@@ -1409,19 +831,19 @@ ngx_http_timpush_parse_names(ngx_http_timpush_json_t *root, ngx_str_t *name,
     ngx_str_t                 nickname, name_card, user_id, group_id;
     ngx_http_timpush_json_t  *from, *group;
 
-    if (ngx_http_timpush_get_object(root, "from", &from, err) != NGX_OK
-        || ngx_http_timpush_get_str(from, "from.", "user_id", &user_id, err)
+    if (ngx_http_timpush_body_object(root, "from", &from, err) != NGX_OK
+        || ngx_http_timpush_body_str(from, "from.", "user_id", &user_id, err)
            != NGX_OK
-        || ngx_http_timpush_get_str(from, "from.", "nickname", &nickname,
-                                    err)
+        || ngx_http_timpush_body_str(from, "from.", "nickname", &nickname,
+                                     err)
            != NGX_OK
-        || ngx_http_timpush_get_str(from, "from.", "name_card", &name_card,
-                                    err)
+        || ngx_http_timpush_body_str(from, "from.", "name_card", &name_card,
+                                     err)
            != NGX_OK
-        || ngx_http_timpush_get_object(root, "group", &group, err) != NGX_OK
-        || ngx_http_timpush_get_str(group, "group.", "id", &group_id, err)
+        || ngx_http_timpush_body_object(root, "group", &group, err) != NGX_OK
+        || ngx_http_timpush_body_str(group, "group.", "id", &group_id, err)
            != NGX_OK
-        || ngx_http_timpush_get_str(group, "group.", "name", group_name, err)
+        || ngx_http_timpush_body_str(group, "group.", "name", group_name, err)
            != NGX_OK)
     {
         return NGX_DECLINED;
@@ -1623,7 +1045,7 @@ ngx_http_timpush_payload_build(ngx_pool_t *pool,
 
 too_large:
 
-    return ngx_http_timpush_render_error(err, "payload_too_large",
+    return ngx_http_timpush_body_error(err, "payload_too_large",
                   "payload: over %uz bytes even with the alert body cut",
                   msg->max_payload);
 }
@@ -1916,20 +1338,3 @@ ngx_http_timpush_payload_write(u_char *dst, ngx_http_timpush_payload_t *pl,
 }
 
 
-static ngx_int_t
-ngx_http_timpush_render_error(ngx_http_timpush_render_err_t *err,
-    const char *code, const char *fmt, ...)
-{
-    u_char   *p;
-    va_list   args;
-
-    err->code = code;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(err->msg, err->msg + sizeof(err->msg) - 1, fmt, args);
-    va_end(args);
-
-    *p = '\0';
-
-    return NGX_DECLINED;
-}

@@ -15,6 +15,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include "ngx_http_timpush_body.h"
+
 
 #ifndef NGX_HTTP_TIMPUSH_USER_MAX
 #define NGX_HTTP_TIMPUSH_USER_MAX             128
@@ -73,12 +75,7 @@ typedef struct {
 } ngx_http_timpush_message_t;
 
 
-typedef struct {
-    const char     *code;          /* "invalid_json", "invalid_field" or
-                                      "payload_too_large" */
-    u_char          msg[256];      /* NUL-terminated; names the field,
-                                      never quotes the request */
-} ngx_http_timpush_render_err_t;
+typedef ngx_http_timpush_body_err_t  ngx_http_timpush_render_err_t;
 
 
 /*

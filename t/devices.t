@@ -305,21 +305,27 @@ location /v1/ { timpush_api; }
 
 
 
-=== TEST 13b: JSON nested deeper than 32 levels is refused before a tree is built (brackets in strings do not count)
+=== TEST 13b: JSON nested deeper than 32 levels is refused by the parser itself (brackets in strings and comments do not hide any)
 --- config
 location /v1/ { timpush_api; }
 --- request eval
 ["PUT /v1/users/u13b/devices/1111111111111111
-" . ("[" x 200000),
+" . ("[" x 4000),
 "PUT /v1/users/u13b/devices/1111111111111111
 {\"business_id\":1001,\"x\":" . ("[" x 32) . ("]" x 32) . "}",
 "PUT /v1/users/u13b/devices/1111111111111111
+{\"business_id\":1001,\"x\": /*\"*/ " . ("[" x 40) . ("]" x 40) . " /*\"*/ }",
+"PUT /v1/users/u13b/devices/1111111111111111
+" . ("[" x 200000),
+"PUT /v1/users/u13b/devices/1111111111111111
 {\"business_id\":1001,\"x\":\"" . ("[\\\"" x 100) . "\"}"]
 --- error_code eval
-[400, 400, 200]
+[400, 400, 400, 413, 200]
 --- response_body eval
 ["{\"error\":{\"code\":\"invalid_json\",\"message\":\"the body is not valid JSON: nested deeper than 32 levels\"}}\n",
 "{\"error\":{\"code\":\"invalid_json\",\"message\":\"the body is not valid JSON: nested deeper than 32 levels\"}}\n",
+"{\"error\":{\"code\":\"invalid_json\",\"message\":\"the body is not valid JSON: lexical error: probable comment found in input text, comments are not enabled.\"}}\n",
+"{\"error\":{\"code\":\"body_too_large\",\"message\":\"a device body is at most 4096 bytes\"}}\n",
 "{\"user_id\":\"u13b\",\"token\":\"1111111111111111\",\"business_id\":1001,\"kicked\":[]}\n"]
 --- no_error_log
 [error]

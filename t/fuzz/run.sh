@@ -37,6 +37,7 @@ clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -I "$root/ngx_http_timpush_module" -I "$root/t/unit" \
     -o "$out/fuzz_push" \
     "$root/ngx_http_timpush_module/ngx_http_timpush_render.c" \
+    "$root/ngx_http_timpush_module/ngx_http_timpush_body.c" \
     "$root/t/unit/ngx_stubs.c" "$root/t/fuzz/fuzz_push.c" -lyajl
 
 cd "$out"

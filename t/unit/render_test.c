@@ -642,8 +642,8 @@ static test_case_t  cases[] = {
       BAD("to[0]: must be a string"), NULL, NULL, 0 },
     { "to: LF refused", "{\"to\":\"a\\nb\"}", BAD("to" USER_ERR), NULL, NULL,
       0 },
-    { "to: NUL refused", "{\"to\":[\"a\",\"a\\u0000b\"]}",
-      BAD("to[1]" USER_ERR), NULL, NULL, 0 },
+    { "to: \\u0000 refused as JSON", "{\"to\":[\"a\",\"a\\u0000b\"]}",
+      "invalid_json: \\u0000 in a string", NULL, NULL, 0 },
     { "to: DEL refused", "{\"to\":\"a\\u007f\"}", BAD("to" USER_ERR), NULL,
       NULL, 0 },
     { "to: C1 control refused", "{\"to\":\"a\\u0085\"}", BAD("to" USER_ERR),
@@ -801,8 +801,20 @@ static test_case_t  cases[] = {
       TEXT("a\\nb\\tc\\rd\\be\\ff") "}", NULL,
       ALERT("\"a\\nb\\tc\\rd\\be\\ff\""), NULL, 0 },
     { "escaping: other control characters as \\u00XX",
-      TEXT("\\u0000\\u0001\\u001f\\u007f") "}", NULL,
-      ALERT("\"\\u0000\\u0001\\u001f\x7f\""), NULL, 0 },
+      TEXT("\\u0001\\u001f\\u007f") "}", NULL,
+      ALERT("\"\\u0001\\u001f\x7f\""), NULL, 0 },
+    { "\\u0000 in a text refused", TEXT("a\\u0000b") "}",
+      "invalid_json: \\u0000 in a string", NULL, NULL, 0 },
+    { "\\u0000 in an unknown field refused",
+      "{\"to\":\"u\",\"x\":\"\\u0000\"}",
+      "invalid_json: \\u0000 in a string", NULL, NULL, 0 },
+    { "\\u0000 in a key refused", "{\"to\":\"u\",\"a\\u0000\":1}",
+      "invalid_json: \\u0000 in a key", NULL, NULL, 0 },
+    { "a comment refused", "{\"to\":\"u\" /* c */}",
+      "invalid_json: lexical error: probable comment found in input text, comments are not enabled.", NULL, NULL, 0 },
+    { "a comment hiding quotes refused",
+      "{\"to\":\"u\",\"x\": /*\"*/ [[1]] /*\"*/ }",
+      "invalid_json: lexical error: probable comment found in input text, comments are not enabled.", NULL, NULL, 0 },
     { "escaping: non-ASCII passes through as UTF-8",
       TEXT("\\u00e9\xe4\xb8\xad\\ud83d\\ude00\xe2\x80\xa8/") "}", NULL,
       ALERT("\"\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xe2\x80\xa8/\""), NULL,
@@ -1231,9 +1243,29 @@ test_misc(void)
     pool = ngx_create_pool(1024, NULL);
     rc = ngx_http_timpush_message_parse(pool, (u_char *) in, strlen(in), 10,
                                         &msg, &err);
-    ok(rc == NGX_OK, "200,000 nested arrays in an unknown field", "rc=%ld %s",
+    ok(rc == NGX_DECLINED && strcmp(err.code, "invalid_json") == 0
+       && strcmp((char *) err.msg, "nested deeper than 32 levels") == 0,
+       "200,000 nested arrays in an unknown field: refused", "rc=%ld %s",
        (long) rc, rc == NGX_DECLINED ? (char *) err.msg : "");
     ngx_destroy_pool(pool);
+
+    /* 32 levels in all are taken, 33 are not, kept or not */
+
+    for (i = 32; i <= 33; i++) {
+        p = in + sprintf(in, "{\"to\":\"u\",\"elems\":[{\"type\":"
+                         "\"text\",\"text\":\"x\"}],\"deep\":");
+        memset(p, '[', i - 1);
+        memset(p + i - 1, ']', i - 1);
+        strcpy(p + 2 * (i - 1), "}");
+
+        pool = ngx_create_pool(1024, NULL);
+        rc = ngx_http_timpush_message_parse(pool, (u_char *) in, strlen(in),
+                                            10, &msg, &err);
+        ok(i == 32 ? rc == NGX_OK : rc == NGX_DECLINED,
+           i == 32 ? "32 levels: taken" : "33 levels: refused", "rc=%ld",
+           (long) rc);
+        ngx_destroy_pool(pool);
+    }
 
     /* 10,000 recipients, every other one repeated */
 
