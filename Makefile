@@ -17,6 +17,7 @@ NGINX ?= /usr/sbin/nginx
 BUILD := $(CURDIR)/build
 OBJS := $(BUILD)/objs
 MODULE := $(OBJS)/ngx_http_timpush_module.so
+MOCK_MODULE := $(OBJS)/ngx_http_timpush_mock_module.so
 CERTS := $(CURDIR)/t/cert/out
 SOURCES := config $(wildcard ngx_http_timpush_module/*.[ch])
 
@@ -34,7 +35,7 @@ DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 
 all: build
 
-build: deps $(MODULE)
+build: deps $(MODULE) $(MOCK_MODULE)
 
 deps:
 	@./.ci/deps $(DEB_BUILD) $(DEB_RUN)
@@ -54,7 +55,8 @@ $(OBJS)/Makefile: config $(BUILD)/nginx-src/configure
 	        > $(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
-$(MODULE): $(OBJS)/Makefile $(SOURCES)
+# both modules in one run of nginx's Makefile
+$(MODULE) $(MOCK_MODULE) &: $(OBJS)/Makefile $(SOURCES)
 	$(MAKE) -C $(BUILD)/nginx-src -f $(OBJS)/Makefile modules
 
 # --add-module into a full nginx source tree (NGX_FULL_SRC=/path/to/nginx,

@@ -84,6 +84,7 @@ rm -rf "$work"
 mkdir -p "$work"
 # a copy: others may rebuild build/objs while this runs
 cp "$root/build/objs/ngx_http_timpush_module.so" "$work/timpush.so"
+cp "$root/build/objs/ngx_http_timpush_mock_module.so" "$work/timpush_mock.so"
 
 
 # ---- ports (127.0.0.1 only, unusual, checked free) ------------------------
@@ -169,9 +170,9 @@ http_common() {             # temp paths of an nginx prefix
 EOF
 }
 
-main_common() {
+main_common() {             # main_common <name> <module .so>
     cat <<EOF
-load_module $work/timpush.so;
+load_module $work/$2;
 worker_processes 1;
 daemon off;
 pid $work/$1/nginx.pid;
@@ -181,7 +182,7 @@ EOF
 }
 
 sim_conf() {                # sim_conf <name> <port> <log port or "">
-    main_common "$1"
+    main_common "$1" timpush_mock.so
     echo "http {"
     http_common "$1"
     cat <<EOF
@@ -213,7 +214,7 @@ EOF
 }
 
 timpush_conf() {            # timpush_conf <name> <connections>
-    main_common "$1"
+    main_common "$1" timpush.so
     echo "http {"
     http_common "$1"
     cat <<EOF

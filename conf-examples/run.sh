@@ -2,7 +2,8 @@
 # "make run" and "make stop": the quickstart stack, from the repository root.
 #
 #   run.sh start   Redis on 127.0.0.1:6399, nginx with quickstart.conf on
-#                  127.0.0.1:8080 (and the APNs simulator on 8443/8444),
+#                  127.0.0.1:8080 (and the APNs simulator on 8443/8444,
+#                  its log on 8081),
 #                  then a demo: register a device, report the app in the
 #                  background, list the user's devices, push a message and
 #                  show what the simulator received
@@ -90,7 +91,7 @@ start() {
     echo "\$ curl $api/users/vinson/devices"
     curl -sS "$api/users/vinson/devices"
 
-    curl -sS -X DELETE http://127.0.0.1:8080/mock/log >/dev/null
+    curl -sS -X DELETE http://127.0.0.1:8081/mock/log >/dev/null
 
     say "sendPush: Denny sends vinson a message; vinson is offline"
     body='{"to":"vinson","from":{"user_id":"denny","nickname":"Denny"},"elems":[{"type":"text","text":"Are we still on for lunch?"}],"offline_push":{"ext":"jump to denny"}}'
@@ -98,8 +99,8 @@ start() {
     curl -sS -X POST "$api/push" -d "$body"
 
     say "what the phone received (the APNs simulator's log)"
-    echo "\$ curl http://127.0.0.1:8080/mock/log"
-    curl -sS http://127.0.0.1:8080/mock/log
+    echo "\$ curl http://127.0.0.1:8081/mock/log"
+    curl -sS http://127.0.0.1:8081/mock/log
 
     say "The stack keeps running; 'make stop' stops it."
 }

@@ -127,8 +127,6 @@ char *ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_timpush_credential_t *ngx_http_timpush_credential_find(
     ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t id);
-ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
-    ngx_str_t *uid);
 
 
 /* JSON (json.c) */

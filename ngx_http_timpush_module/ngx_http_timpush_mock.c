@@ -29,10 +29,7 @@
 #include <openssl/x509.h>
 #include <yajl/yajl_tree.h>
 
-
-/* the subject UID of a certificate: shared with the credentials (auth.c) */
-ngx_int_t ngx_http_timpush_cert_uid(ngx_pool_t *pool, X509 *cert,
-    ngx_str_t *uid);
+#include "ngx_http_timpush_x509.h"
 
 
 #define NGX_HTTP_TIMPUSH_MOCK_PAYLOAD        4096
@@ -100,6 +97,7 @@ typedef struct {
     size_t                      size;
     ngx_uint_t                  nrules;
     ngx_uint_t                  log;        /* a log location exists */
+    ngx_uint_t                  enabled;    /* timpush_apns_mock is used */
 } ngx_http_timpush_mock_main_conf_t;
 
 
@@ -1785,6 +1783,19 @@ ngx_http_timpush_mock_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 static ngx_int_t
 ngx_http_timpush_mock_init(ngx_conf_t *cf)
 {
+    ngx_http_timpush_mock_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_timpush_mock_module);
+
+    /* loaded by mistake into a production configuration, it says so */
+
+    if (mmcf->enabled) {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "APNs simulator enabled: timpush_apns_mock answers as "
+                      "APNs does, for development and tests only");
+    }
+
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_timpush_mock_body_filter;
 
@@ -1876,15 +1887,20 @@ ngx_http_timpush_mock(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_timpush_mock_loc_conf_t *mlcf = conf;
 
-    ngx_str_t                 *value, key;
-    ngx_uint_t                 i;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t                          *value, key;
+    ngx_uint_t                          i;
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_timpush_mock_main_conf_t  *mmcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     if (clcf->handler == ngx_http_timpush_mock_handler) {
         return "is duplicate";
     }
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_timpush_mock_module);
+    mmcf->enabled = 1;
 
     value = cf->args->elts;
     ngx_str_null(&key);

@@ -10,6 +10,8 @@ use Cwd qw(abs_path);
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $module = $ENV{TEST_NGINX_MODULE} or die "TEST_NGINX_MODULE is not set\n";
+my $mock = $ENV{TEST_NGINX_MOCK_MODULE}
+    or die "TEST_NGINX_MOCK_MODULE is not set\n";
 my $certs = $ENV{TEST_NGINX_CERT_DIR} or die "TEST_NGINX_CERT_DIR is not set\n";
 my $root = abs_path(__FILE__ =~ s{t/config\.t$}{}r || '.');
 my $dir = tempdir(CLEANUP => 1);
@@ -51,7 +53,8 @@ CONF
 for my $example (glob "$root/conf-examples/*.conf") {
     open my $fh, '<', $example or die $!;
     my $conf = do { local $/; <$fh> };
-    $conf =~ s{^load_module \S+;}{load_module $module;}m;
+    $conf =~ s{^load_module \S*ngx_http_timpush_module\.so;}{load_module $module;}m;
+    $conf =~ s{^load_module \S*ngx_http_timpush_mock_module\.so;}{load_module $mock;}m;
     $conf =~ s{(?<![\w.])\.\./t/cert/out/}{$certs/}g;
     $conf =~ s{/etc/timpush/}{$certs/}g;
     # no DNS here: Apple's hosts become a local address

@@ -396,7 +396,7 @@ Transfer-Encoding: chunked\r
 ['{"reason":"PayloadTooLarge"}', '']
 --- no_error_log
 [error]
-[warn]
+buffered to a temporary file
 
 
 

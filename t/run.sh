@@ -9,12 +9,13 @@
 #   TEST_NGINX_BINARY=/path/nginx t/run.sh    another nginx (default
 #                                 /usr/sbin/nginx, Debian's)
 #   TEST_NGINX_MODULE=/path/module.so t/run.sh    another build of the
-#                                 module (default build/objs/)
+#                                 module (default build/objs/; the
+#                                 simulator's .so is taken beside it)
 #
 # It starts a private redis-server on a free port, picks a free port for
 # nginx, exports what the suites read:
 #   TEST_NGINX_REDIS_PORT  TEST_NGINX_SERVER_PORT  TEST_NGINX_MODULE
-#   TEST_NGINX_CERT_DIR    TEST_NGINX_BINARY
+#   TEST_NGINX_MOCK_MODULE TEST_NGINX_CERT_DIR    TEST_NGINX_BINARY
 # and runs prove from the repository root (the server root is t/servroot,
 # or $TEST_NGINX_SERVROOT: set it when two runs share one checkout).
 # The test runner is t/lib/Test/Nginx/Socket.pm, timpush's compatible
@@ -105,6 +106,7 @@ fi
 export TEST_NGINX_REDIS_PORT=$redis_port
 export TEST_NGINX_SERVER_PORT=$server_port
 export TEST_NGINX_MODULE=${TEST_NGINX_MODULE:-$root/build/objs/ngx_http_timpush_module.so}
+export TEST_NGINX_MOCK_MODULE=${TEST_NGINX_MOCK_MODULE:-$(dirname "$TEST_NGINX_MODULE")/ngx_http_timpush_mock_module.so}
 export TEST_NGINX_CERT_DIR=$root/t/cert/out
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 

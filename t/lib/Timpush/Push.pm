@@ -158,12 +158,14 @@ sub start_nginx {
     my (%o) = @_;
     my $dir = File::Temp::tempdir(CLEANUP => 1);
     my $module = $ENV{TEST_NGINX_MODULE};
+    my $mock = $ENV{TEST_NGINX_MOCK_MODULE};
     my $master = $o{master} ? 'on' : 'off';
 
     mkdir "$dir/logs";
     open my $fh, '>', "$dir/nginx.conf" or die "$dir: $!";
     print $fh <<"CONF";
 load_module $module;
+load_module $mock;
 daemon off;
 master_process $master;
 worker_processes 1;

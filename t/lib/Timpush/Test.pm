@@ -2,7 +2,8 @@ package Timpush::Test;
 
 # What every timpush suite shares, on top of Test::Nginx::Socket (ours in
 # t/lib, or OpenResty's when its lib comes first in PERL5LIB):
-#  - main_config gets "load_module $TEST_NGINX_MODULE;";
+#  - main_config gets "load_module" lines for the gateway and the APNs
+#    simulator ($TEST_NGINX_MODULE, $TEST_NGINX_MOCK_MODULE);
 #  - http_config gets a timpush_redis line with a prefix of its own for each
 #    block (so blocks never see each other's data) and the test credentials,
 #    unless the block writes its own (a comment naming the directive is
@@ -45,11 +46,13 @@ sub env {
 Test::Nginx::Socket::add_block_preprocessor(sub {
     my $block = shift;
     my $module = env('TEST_NGINX_MODULE');
+    my $mock = env('TEST_NGINX_MOCK_MODULE');
     my $certs = env('TEST_NGINX_CERT_DIR');
     my $redis = env('TEST_NGINX_REDIS_PORT');
 
     my $main = $block->main_config // '';
-    $block->set_value('main_config', "load_module $module;\n$main");
+    $block->set_value('main_config',
+                      "load_module $module;\nload_module $mock;\n$main");
 
     my $http = $block->http_config // '';
     my $prefix = sprintf 't%d_%d_%d', $$, int(time * 1000) % 100000000,
