@@ -45,6 +45,8 @@ typedef struct {
     EVP_PKEY                     *pkey;
     ngx_uint_t                    index;     /* in credentials */
     ngx_ssl_t                    *ssl;       /* TLS to APNs */
+    time_t                        not_before; /* certificates */
+    time_t                        not_after;
 } ngx_http_timpush_credential_t;
 
 
@@ -55,6 +57,9 @@ typedef struct {
     ngx_str_t                     prefix;
     ngx_msec_t                    timeout;
     ngx_uint_t                    max_pending;
+    ngx_str_t                     user;      /* AUTH user, or empty */
+    ngx_str_t                     password;  /* secret memory, or empty */
+    ngx_str_t                     password_file;
 } ngx_http_timpush_redis_conf_t;
 
 
@@ -72,6 +77,7 @@ typedef struct {
     ngx_uint_t                     apns_connections;
     ngx_msec_t                     apns_timeout;
     ngx_uint_t                     apns_queue;
+    ngx_msec_t                     credential_recheck;
 } ngx_http_timpush_main_conf_t;
 
 
@@ -127,6 +133,25 @@ char *ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_timpush_credential_t *ngx_http_timpush_credential_find(
     ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t id);
+ngx_int_t ngx_http_timpush_credential_expiry(ngx_log_t *log,
+    ngx_http_timpush_credential_t *cred, ngx_uint_t warn);
+ngx_uint_t ngx_http_timpush_credential_expired(
+    ngx_http_timpush_credential_t *cred);
+ngx_int_t ngx_http_timpush_expiry_init_process(ngx_cycle_t *cycle,
+    ngx_http_timpush_main_conf_t *tmcf);
+
+
+/* secrets in secure memory (secret.c) */
+
+ngx_int_t ngx_http_timpush_secret_init(ngx_conf_t *cf);
+void *ngx_http_timpush_secret_alloc(ngx_pool_t *pool, size_t size);
+void ngx_http_timpush_secret_mode(ngx_conf_t *cf, u_char *what,
+    const char *noun, ngx_str_t *file);
+ngx_int_t ngx_http_timpush_secret_file(ngx_conf_t *cf, u_char *what,
+    const char *noun, ngx_str_t *file, ngx_pool_t *pool, ngx_str_t *data);
+ngx_int_t ngx_http_timpush_secret_password(ngx_conf_t *cf, u_char *what,
+    const char *noun, ngx_str_t *file, ngx_pool_t *pool,
+    ngx_str_t *password);
 
 
 /* JSON (json.c) */

@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
+#include <openssl/provider.h>
 
 
 typedef struct {
@@ -29,12 +30,15 @@ static char *ngx_http_timpush_credential_parse(ngx_conf_t *cf,
     ngx_http_timpush_credential_args_t *args);
 static char *ngx_http_timpush_credential_p12(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred, ngx_str_t *password_file);
+static char *ngx_http_timpush_credential_p12_open(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred, PKCS12 *p12, ngx_str_t *password,
+    ngx_str_t *password_file);
 static char *ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred);
+static ngx_int_t ngx_http_timpush_credential_validity(
     ngx_http_timpush_credential_t *cred);
 static char *ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred);
-static ngx_int_t ngx_http_timpush_read_password(ngx_conf_t *cf,
-    ngx_str_t *file, ngx_str_t *password);
 static ngx_int_t ngx_http_timpush_check_id(ngx_str_t *s);
 static int ngx_http_timpush_no_password(char *buf, int size, int rwflag,
     void *u);
@@ -56,6 +60,10 @@ ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_timpush_credential_args_t   args;
 
     value = cf->args->elts;
+
+    if (ngx_http_timpush_secret_init(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     id = ngx_atoi(value[1].data, value[1].len);
     if (id <= 0 || id > 0xffffffff) {
@@ -123,13 +131,12 @@ ngx_http_timpush_credential(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* what the credential resolved to, and a warning before it expires */
+/* what the credential resolved to, and whether it can be used */
 
 static void
 ngx_http_timpush_credential_log(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred)
 {
-    int          days, secs;
     const char  *env;
 
     env = (cred->env == NGX_HTTP_TIMPUSH_ENV_SANDBOX) ? "sandbox"
@@ -143,22 +150,102 @@ ngx_http_timpush_credential_log(ngx_conf_t *cf,
         return;
     }
 
-    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cred->cert))) {
-        days = -1;
-    }
-
     ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                        "timpush_credential %ui: certificate, topic %V, %s, "
-                       "expires in %d days", cred->id, &cred->topic, env,
-                       days);
+                       "expires in %T days", cred->id, &cred->topic, env,
+                       (cred->not_after - ngx_time()) / 86400);
 
-    if (days < 30) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "timpush_credential %ui: the certificate in "
-                           "\"%V\" expires in %d days: renew it in the "
-                           "Apple developer account", cred->id, &cred->file,
-                           days);
+    (void) ngx_http_timpush_credential_expiry(cf->log, cred, 1);
+}
+
+
+/*
+ * A certificate out of its validity dates does not stop nginx: nginx may
+ * serve much else, and one app's forgotten renewal must not block every
+ * configuration change.  Its devices get 403 CertificateExpired instead,
+ * and the error log says so at [alert] (now, and every hour: expiry.c).
+ * NGX_OK: valid for more than 30 days; NGX_AGAIN: valid, expiring within
+ * 30 days ([warn] if asked); NGX_DECLINED: expired or not valid yet.
+ */
+
+ngx_int_t
+ngx_http_timpush_credential_expiry(ngx_log_t *log,
+    ngx_http_timpush_credential_t *cred, ngx_uint_t warn)
+{
+    time_t  now;
+
+    if (cred->auth != NGX_HTTP_TIMPUSH_AUTH_CERTIFICATE) {
+        return NGX_OK;
     }
+
+    now = ngx_time();
+
+    if (now >= cred->not_after) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "timpush_credential %ui: the certificate in \"%V\" "
+                      "expired %T days ago: nothing is sent for this app "
+                      "(its devices get 403 CertificateExpired) until it is "
+                      "renewed in the Apple developer account and nginx "
+                      "reloaded", cred->id, &cred->file,
+                      (now - cred->not_after) / 86400);
+        return NGX_DECLINED;
+    }
+
+    if (now < cred->not_before) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "timpush_credential %ui: the certificate in \"%V\" "
+                      "is not valid yet (is the clock right?): nothing is "
+                      "sent for this app (its devices get 403 "
+                      "CertificateExpired)", cred->id, &cred->file);
+        return NGX_DECLINED;
+    }
+
+    if (cred->not_after - now >= 30 * 86400) {
+        return NGX_OK;
+    }
+
+    if (warn) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "timpush_credential %ui: the certificate in \"%V\" "
+                      "expires in %T days: renew it in the Apple developer "
+                      "account", cred->id, &cred->file,
+                      (cred->not_after - now) / 86400);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* whether a certificate is outside its validity dates now */
+
+ngx_uint_t
+ngx_http_timpush_credential_expired(ngx_http_timpush_credential_t *cred)
+{
+    return cred->auth == NGX_HTTP_TIMPUSH_AUTH_CERTIFICATE
+           && (ngx_time() >= cred->not_after
+               || ngx_time() < cred->not_before);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_credential_validity(ngx_http_timpush_credential_t *cred)
+{
+    int  days, secs;
+
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notBefore(cred->cert)))
+    {
+        return NGX_ERROR;
+    }
+
+    cred->not_before = ngx_time() + (time_t) days * 86400 + secs;
+
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cred->cert))) {
+        return NGX_ERROR;
+    }
+
+    cred->not_after = ngx_time() + (time_t) days * 86400 + secs;
+
+    return NGX_OK;
 }
 
 
@@ -293,6 +380,8 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred, ngx_str_t *password_file)
 {
     BIO        *bio;
+    char       *rv;
+    u_char      what[64];
     PKCS12     *p12;
     ngx_str_t   password;
 
@@ -302,19 +391,26 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_timpush_read_password(cf, password_file, &password)
+    *ngx_sprintf(what, "timpush_credential %ui", cred->id) = '\0';
+
+    if (ngx_http_timpush_secret_password(cf, what, "password_file",
+                                         password_file, cf->temp_pool,
+                                         &password)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
 
+    /* the password is wiped on every path, once the file is read */
+
+    rv = NGX_CONF_ERROR;
+
     bio = BIO_new_file((char *) cred->file.data, "rb");
     if (bio == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            "timpush_credential %ui: cannot read certificate "
-                           "\"%V\"",
-                           cred->id, &cred->file);
-        return NGX_CONF_ERROR;
+                           "\"%V\"", cred->id, &cred->file);
+        goto done;
     }
 
     p12 = d2i_PKCS12_bio(bio, NULL);
@@ -323,16 +419,46 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
     if (p12 == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "timpush_credential %ui: \"%V\" is not a PKCS#12 "
-                           "(.p12) "
-                           "file", cred->id, &cred->file);
-        return NGX_CONF_ERROR;
+                           "(.p12) file", cred->id, &cred->file);
+        goto done;
     }
 
+    ngx_http_timpush_secret_mode(cf, what, "certificate", &cred->file);
+
+    rv = ngx_http_timpush_credential_p12_open(cf, cred, p12, &password,
+                                              password_file);
+    PKCS12_free(p12);
+
+done:
+
+    ngx_explicit_memzero(password.data, password.len);
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    return ngx_http_timpush_credential_p12_check(cf, cred);
+}
+
+
+/*
+ * The MAC, then the contents.  Older Keychain Access exports encrypt with
+ * RC2-40 and 3DES, which OpenSSL 3 keeps in its "legacy" provider: it is
+ * loaded for such a file only, and unloaded once the file is read (the
+ * key itself is an ordinary RSA or EC key).
+ */
+
+static char *
+ngx_http_timpush_credential_p12_open(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred, PKCS12 *p12, ngx_str_t *password,
+    ngx_str_t *password_file)
+{
+    int             ok;
+    OSSL_PROVIDER  *legacy, *deflt;
+
     if (PKCS12_mac_present(p12)
-        && !PKCS12_verify_mac(p12, (char *) password.data, password.len))
+        && !PKCS12_verify_mac(p12, (char *) password->data, password->len))
     {
-        PKCS12_free(p12);
-        ngx_explicit_memzero(password.data, password.len);
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "timpush_credential %ui: wrong password for \"%V\" "
                            "(from \"%V\")", cred->id, &cred->file,
@@ -340,24 +466,47 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (!PKCS12_parse(p12, (char *) password.data, &cred->pkey, &cred->cert,
-                      &cred->chain))
+    if (PKCS12_parse(p12, (char *) password->data, &cred->pkey, &cred->cert,
+                     &cred->chain))
     {
-        PKCS12_free(p12);
-        ngx_explicit_memzero(password.data, password.len);
+        return NGX_CONF_OK;
+    }
+
+    ERR_clear_error();
+
+    /* loading one provider by name stops the default one loading itself */
+
+    legacy = OSSL_PROVIDER_load(NULL, "legacy");
+    deflt = legacy ? OSSL_PROVIDER_load(NULL, "default") : NULL;
+
+    ok = legacy && deflt
+         && PKCS12_parse(p12, (char *) password->data, &cred->pkey,
+                         &cred->cert, &cred->chain);
+
+    if (deflt) {
+        OSSL_PROVIDER_unload(deflt);
+    }
+
+    if (legacy) {
+        OSSL_PROVIDER_unload(legacy);
+    }
+
+    if (!ok) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "timpush_credential %ui: cannot decrypt \"%V\" "
-                           "with the "
-                           "password from \"%V\" (legacy encryption or a "
-                           "damaged file)", cred->id, &cred->file,
-                           password_file);
+                           "with the password from \"%V\" (a damaged file, "
+                           "or an algorithm OpenSSL does not know%s)",
+                           cred->id, &cred->file, password_file,
+                           legacy ? "" : "; its legacy provider is missing");
         return NGX_CONF_ERROR;
     }
 
-    PKCS12_free(p12);
-    ngx_explicit_memzero(password.data, password.len);
+    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                       "timpush_credential %ui: \"%V\" uses legacy "
+                       "encryption (RC2, 3DES), read with OpenSSL's legacy "
+                       "provider", cred->id, &cred->file);
 
-    return ngx_http_timpush_credential_p12_check(cf, cred);
+    return NGX_CONF_OK;
 }
 
 
@@ -384,20 +533,11 @@ ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (X509_cmp_current_time(X509_get0_notAfter(cred->cert)) <= 0) {
+    if (ngx_http_timpush_credential_validity(cred) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "timpush_credential %ui: the certificate in \"%V\" "
-                           "has "
-                           "expired: renew it in the Apple developer "
-                           "account", cred->id, &cred->file);
-        return NGX_CONF_ERROR;
-    }
-
-    if (X509_cmp_current_time(X509_get0_notBefore(cred->cert)) >= 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential %ui: the certificate in \"%V\" "
-                           "is "
-                           "not valid yet", cred->id, &cred->file);
+                           "has unreadable validity dates", cred->id,
+                           &cred->file);
         return NGX_CONF_ERROR;
     }
 
@@ -427,8 +567,8 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     BIO        *bio;
     char        group[64];
     size_t      len;
-    u_char     *p, *last;
-    ngx_str_t   base;
+    u_char     *p, *last, what[64];
+    ngx_str_t   base, pem;
 
     if (ngx_conf_full_name(cf->cycle, &cred->file, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -482,17 +622,26 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    bio = BIO_new_file((char *) cred->file.data, "r");
+    /* the key's text never leaves secure memory (secret.c) */
+
+    *ngx_sprintf(what, "timpush_credential %ui", cred->id) = '\0';
+
+    if (ngx_http_timpush_secret_file(cf, what, "key", &cred->file,
+                                     cf->temp_pool, &pem)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    bio = BIO_new_mem_buf(pem.data, pem.len);
     if (bio == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "timpush_credential %ui: cannot read key \"%V\"",
-                           cred->id, &cred->file);
         return NGX_CONF_ERROR;
     }
 
     cred->pkey = PEM_read_bio_PrivateKey(bio, NULL,
                                          ngx_http_timpush_no_password, NULL);
     BIO_free(bio);
+    ngx_explicit_memzero(pem.data, pem.len);
 
     if (cred->pkey == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -515,69 +664,6 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     }
 
     return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_http_timpush_read_password(ngx_conf_t *cf, ngx_str_t *file,
-    ngx_str_t *password)
-{
-    u_char           *p, *last;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_file_info_t   fi;
-
-    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "timpush_credential: cannot open password_file "
-                           "\"%V\"", file);
-        return NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > 4096)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential: password_file \"%V\" is not a "
-                           "small regular file", file);
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    p = ngx_pnalloc(cf->temp_pool, 4097);
-    if (p == NULL) {
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    n = ngx_read_fd(fd, p, 4096);
-    ngx_close_file(fd);
-
-    if (n == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "timpush_credential: cannot read password_file "
-                           "\"%V\"", file);
-        return NGX_ERROR;
-    }
-
-    /* the first line is the password, as "openssl -passin file:" reads it */
-
-    last = ngx_strlchr(p, p + n, '\n');
-    if (last == NULL) {
-        last = p + n;
-    }
-
-    if (last > p && last[-1] == '\r') {
-        last--;
-    }
-
-    *last = '\0';
-
-    password->data = p;
-    password->len = last - p;
-
-    return NGX_OK;
 }
 
 

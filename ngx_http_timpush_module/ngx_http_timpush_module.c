@@ -23,6 +23,8 @@ static char *ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_timpush_redis_address(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value);
+static ngx_int_t ngx_http_timpush_redis_password(ngx_conf_t *cf,
+    ngx_http_timpush_redis_conf_t *rc);
 static char *ngx_http_timpush_devices_per_app(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_timpush_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -96,6 +98,13 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       offsetof(ngx_http_timpush_main_conf_t, apns_queue),
       NULL },
 
+    { ngx_string("timpush_credential_recheck"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, credential_recheck),
+      NULL },
+
     { ngx_string("timpush_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_timpush_api,
@@ -165,6 +174,7 @@ ngx_http_timpush_create_main_conf(ngx_conf_t *cf)
     tmcf->apns_connections = NGX_CONF_UNSET_UINT;
     tmcf->apns_timeout = NGX_CONF_UNSET_MSEC;
     tmcf->apns_queue = NGX_CONF_UNSET_UINT;
+    tmcf->credential_recheck = NGX_CONF_UNSET_MSEC;
 
     return tmcf;
 }
@@ -180,15 +190,17 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(tmcf->apns_connections, 2);
     ngx_conf_init_msec_value(tmcf->apns_timeout, 10000);
     ngx_conf_init_uint_value(tmcf->apns_queue, 65536);
+    ngx_conf_init_msec_value(tmcf->credential_recheck, 3600000);
 
     if (tmcf->max_recipients == 0 || tmcf->apns_connections == 0
         || tmcf->apns_connections > 64 || tmcf->apns_timeout == 0
-        || tmcf->apns_queue == 0)
+        || tmcf->apns_queue == 0 || tmcf->credential_recheck == 0)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "timpush: timpush_max_recipients, timpush_apns_queue "
-                      "and timpush_apns_timeout must be positive, "
-                      "timpush_apns_connections from 1 to 64");
+                      "timpush: timpush_max_recipients, timpush_apns_queue, "
+                      "timpush_apns_timeout and timpush_credential_recheck "
+                      "must be positive, timpush_apns_connections from 1 "
+                      "to 64");
         return NGX_CONF_ERROR;
     }
 
@@ -333,6 +345,23 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            rc->user.data = value[i].data + 5;
+            rc->user.len = value[i].len - 5;
+
+            if (rc->user.len == 0) {
+                return "has an empty \"user=\"";
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            rc->password_file.data = value[i].data + 14;
+            rc->password_file.len = value[i].len - 14;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
             s.data = value[i].data + 8;
             s.len = value[i].len - 8;
@@ -350,19 +379,64 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (rc->user.len && rc->password_file.len == 0) {
+        return "has \"user=\" without \"password_file=\"";
+    }
+
+    if (rc->password_file.len) {
+        if (ngx_http_timpush_redis_password(cf, rc) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     tmcf->redis_set = 1;
 
     return NGX_CONF_OK;
 }
 
 
-/* numeric addresses and unix sockets only: no DNS on the event loop */
+/* AUTH's password, kept in secure memory for every reconnection */
+
+static ngx_int_t
+ngx_http_timpush_redis_password(ngx_conf_t *cf,
+    ngx_http_timpush_redis_conf_t *rc)
+{
+    if (ngx_conf_full_name(cf->cycle, &rc->password_file, 1) != NGX_OK
+        || ngx_http_timpush_secret_init(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_timpush_secret_password(cf, (u_char *) "timpush_redis",
+                                         "password_file", &rc->password_file,
+                                         cf->pool, &rc->password)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (rc->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_redis: password_file \"%V\" has no "
+                           "password on its first line", &rc->password_file);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A host name is resolved here, when the configuration is read (DNS would
+ * block the event loop later); the first address is used, as nginx does
+ * for a "server" without a resolver.
+ */
 
 static char *
 ngx_http_timpush_redis_address(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value)
 {
-    u_char     *host;
+    u_char     *p;
     ngx_url_t   u;
 
     rc->name = *value;
@@ -384,44 +458,32 @@ ngx_http_timpush_redis_address(ngx_conf_t *cf,
 
     u.url = *value;
     u.default_port = 6379;
-    u.no_resolve = 1;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid Redis address \"%V\": %s",
-                           value, u.err ? u.err : "unknown error");
+                           "timpush_redis: cannot use \"%V\": %s", value,
+                           u.err ? u.err : "the host has no address");
         return NGX_CONF_ERROR;
     }
 
-    host = u.host.data;
-    rc->host.len = u.host.len;
+    /* hiredis takes the address as text, without brackets or port */
 
-    if (rc->host.len > 2 && host[0] == '[') {
-        host++;
-        rc->host.len -= 2;
-    }
-
-    rc->host.data = ngx_pnalloc(cf->pool, rc->host.len + 1);
-    if (rc->host.data == NULL) {
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_cpystrn(rc->host.data, host, rc->host.len + 1);
-
-    if (ngx_inet_addr(rc->host.data, rc->host.len) == INADDR_NONE
-#if (NGX_HAVE_INET6)
-        && ngx_inet6_addr(rc->host.data, rc->host.len, NULL) != NGX_OK
-#endif
-       )
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "Redis address \"%V\" must be a numeric IP "
-                           "address or \"unix:/path\": names would need DNS "
-                           "on the event loop", value);
-        return NGX_CONF_ERROR;
-    }
-
+    rc->host.data = p;
+    rc->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                                 NGX_SOCKADDR_STRLEN, 0);
+    p[rc->host.len] = '\0';
     rc->port = u.port;
+
+    if (u.naddrs > 1) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "timpush_redis: \"%V\" has %ui addresses, %V is "
+                           "used", value, u.naddrs, &rc->host);
+    }
 
     return NGX_CONF_OK;
 }
@@ -501,7 +563,9 @@ ngx_http_timpush_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_timpush_apns_init_process(cycle, tmcf) != NGX_OK) {
+    if (ngx_http_timpush_apns_init_process(cycle, tmcf) != NGX_OK
+        || ngx_http_timpush_expiry_init_process(cycle, tmcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

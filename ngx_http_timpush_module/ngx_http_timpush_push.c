@@ -715,6 +715,14 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         return;
     }
 
+    if (ngx_http_timpush_credential_expired(note->cred)) {
+        /* an expired certificate sends nothing (DESIGN §10) */
+        note->status = NGX_HTTP_FORBIDDEN;
+        ngx_str_set(&note->reason, "CertificateExpired");
+        note->finished = 1;
+        return;
+    }
+
     push->seen[note->cred->index / (8 * sizeof(uintptr_t))]
         |= (uintptr_t) 1 << (note->cred->index % (8 * sizeof(uintptr_t)));
 
@@ -876,7 +884,9 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
 
         *ngx_http_timpush_short_token(tok, &note->token) = '\0';
 
-        ngx_log_error(NGX_LOG_ERR, push->request->connection->log, 0,
+        /* routine: an app uninstalled; nothing for an operator to do */
+
+        ngx_log_error(NGX_LOG_INFO, push->request->connection->log, 0,
                       "timpush: user \"%V\" business_id %ui (%s): device "
                       "%s removed: %V%s", &dn->rcpt->user, dn->business_id,
                       note->cred->env == NGX_HTTP_TIMPUSH_ENV_SANDBOX

@@ -22,6 +22,7 @@
 
 #define NGX_HTTP_TIMPUSH_BACKOFF_MIN  100
 #define NGX_HTTP_TIMPUSH_BACKOFF_MAX  3000
+#define NGX_HTTP_TIMPUSH_BACKOFF_AUTH 10000     /* after AUTH is refused */
 
 
 struct ngx_http_timpush_store_cmd_s {
@@ -47,6 +48,7 @@ typedef struct {
     ngx_msec_t                           last_reply;
     ngx_uint_t                           pending;
     ngx_uint_t                           exiting;
+    ngx_uint_t                           auth_failed;
     u_char                               sha[NGX_HTTP_TIMPUSH_SCRIPT_LAST]
                                              [SHA_DIGEST_LENGTH * 2];
 } ngx_http_timpush_store_t;
@@ -61,6 +63,9 @@ static void ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
     int status);
 static ngx_int_t ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
     redisAsyncContext *ac);
+static ngx_int_t ngx_http_timpush_store_auth(ngx_http_timpush_store_t *st);
+static void ngx_http_timpush_store_auth_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
 static void ngx_http_timpush_store_read_handler(ngx_event_t *ev);
 static void ngx_http_timpush_store_write_handler(ngx_event_t *ev);
 static void ngx_http_timpush_store_add_read(void *data);
@@ -325,8 +330,11 @@ ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st)
         return;
     }
 
-    if (ngx_http_timpush_store_attach(st, ac) != NGX_OK) {
+    if (ngx_http_timpush_store_attach(st, ac) != NGX_OK
+        || ngx_http_timpush_store_auth(st) != NGX_OK)
+    {
         redisAsyncFree(ac);
+        st->ac = NULL;
         ngx_http_timpush_store_schedule(st);
         return;
     }
@@ -375,6 +383,74 @@ ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
 }
 
 
+/*
+ * AUTH goes first on every connection; commands queued meanwhile follow
+ * it in the pipeline.  A refusal is the operator's to fix: it is logged
+ * (Redis's words, never the password) and the connection dropped, its
+ * commands answered as failed, and made again after a longer backoff.
+ */
+
+static ngx_int_t
+ngx_http_timpush_store_auth(ngx_http_timpush_store_t *st)
+{
+    int                             argc;
+    size_t                          argvlen[3];
+    const char                     *argv[3];
+    ngx_http_timpush_redis_conf_t  *rc;
+
+    rc = st->conf;
+
+    if (rc->password.len == 0) {
+        return NGX_OK;
+    }
+
+    argc = 0;
+    argv[argc] = "AUTH";
+    argvlen[argc++] = 4;
+
+    if (rc->user.len) {
+        argv[argc] = (char *) rc->user.data;
+        argvlen[argc++] = rc->user.len;
+    }
+
+    argv[argc] = (char *) rc->password.data;
+    argvlen[argc++] = rc->password.len;
+
+    if (redisAsyncCommandArgv(st->ac, ngx_http_timpush_store_auth_reply, st,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_timpush_store_auth_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                *reply = r;
+    ngx_http_timpush_store_t  *st = privdata;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        st->auth_failed = 0;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                  "timpush: Redis %V: AUTH%s%V refused: %*s",
+                  &st->conf->name, st->conf->user.len ? " as " : "",
+                  &st->conf->user, (size_t) reply->len, reply->str);
+
+    st->auth_failed = 1;
+    st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_AUTH;
+
+    redisAsyncDisconnect(ac);
+}
+
+
 static void
 ngx_http_timpush_store_schedule(ngx_http_timpush_store_t *st)
 {
@@ -417,7 +493,7 @@ ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    if (st->backoff > NGX_HTTP_TIMPUSH_BACKOFF_MIN * 2) {
+    if (st->backoff > NGX_HTTP_TIMPUSH_BACKOFF_MIN * 2 && !st->auth_failed) {
         ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
                       "timpush: Redis %V: connected", &st->conf->name);
     }
@@ -599,7 +675,9 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
 
     st = ngx_http_timpush_store;
 
-    if (st == NULL || st->ac == NULL) {
+    /* until Redis takes our password again, nothing is queued */
+
+    if (st == NULL || st->ac == NULL || st->auth_failed) {
         return NGX_DECLINED;
     }
 
@@ -738,9 +816,13 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: %*s", &st->conf->name,
-                      (size_t) reply->len, reply->str);
+        if (!st->auth_failed) {
+            /* after a refused AUTH, each command's NOAUTH says no more */
+            ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                          "timpush: Redis %V: %*s", &st->conf->name,
+                          (size_t) reply->len, reply->str);
+        }
+
         ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
 
     } else {
@@ -834,7 +916,7 @@ ngx_http_timpush_store_room(ngx_uint_t n)
 
     st = ngx_http_timpush_store;
 
-    if (st == NULL || st->ac == NULL) {
+    if (st == NULL || st->ac == NULL || st->auth_failed) {
         return NGX_DECLINED;
     }
 

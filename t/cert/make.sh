@@ -2,8 +2,10 @@
 # Makes the local PKI used by the tests, the quickstart and the benchmarks:
 # a CA, an APNs-like server certificate for localhost and 127.0.0.1, client
 # .p12 files whose subject UID is a bundle id (as Apple's push certificates),
-# P-256 AuthKey_<KEYID>.p8 token keys, and a few broken ones for the
-# configuration checks.  Nothing here is a real secret; nothing is committed.
+# P-256 AuthKey_<KEYID>.p8 token keys, a few broken ones for the
+# configuration checks, and the API's own TLS (its server certificate, a CA
+# for the calling backends and a client certificate from it).  Nothing
+# here is a real secret; nothing is committed.
 #
 # usage: t/cert/make.sh [OUTDIR]     (default: t/cert/out)
 
@@ -13,7 +15,8 @@ out=${1:-$(dirname "$0")/out}
 mkdir -p "$out"
 cd "$out"
 
-if [ -f .done ] && [ -f ca.crt ] && [ "$(cat .done)" = 3 ]; then
+if [ -f .done ] && [ -f ca.crt ] && [ "$(cat .done)" = 4 ] \
+   && [ -f backend.crt ]; then
     exit 0
 fi
 
@@ -86,7 +89,9 @@ private_key = ca.key
 default_md = sha256
 policy = any
 copy_extensions = none
+unique_subject = no
 [any]
+UID = optional
 commonName = supplied
 CNF
 ossl req -newkey rsa:2048 -nodes -keyout expired.key -out expired.csr \
@@ -97,6 +102,29 @@ openssl ca -batch -config ca.cnf -in expired.csr -out expired.crt \
 printf 'old\n' > expired.pass
 ossl pkcs12 -export -inkey expired.key -in expired.crt \
     -passout file:expired.pass -out expired.p12
+
+# dated certificates of the same app: valid only from 2099, and one that
+# expires in ten days
+dated() {
+    name=$1 start=$2 end=$3
+    ossl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" \
+        -subj "/UID=com.example.chat/CN=Apple Push Services: com.example.chat"
+    openssl ca -batch -config ca.cnf -in "$name.csr" -out "$name.crt" \
+        -startdate "$start" -enddate "$end" \
+        -extfile ext.cnf -extensions client -notext >/dev/null 2>&1
+    printf '%s\n' "$name" > "$name.pass"
+    ossl pkcs12 -export -inkey "$name.key" -in "$name.crt" \
+        -passout "file:$name.pass" -out "$name.p12"
+}
+dated notyet 20990101000000Z 21000101000000Z
+dated soon 20200101000000Z "$(date -u -d '+10 days' +%Y%m%d%H%M%SZ)"
+
+# as older Keychain Access exports: RC2-40 and 3DES (OpenSSL 3's legacy
+# provider); the same certificate and key as dev.p12
+printf 'legacy secret\n' > legacy.pass
+openssl pkcs12 -export -legacy -inkey dev.key -in dev.crt \
+    -name "Apple Development IOS Push Services: com.example.chat" \
+    -passout file:legacy.pass -out legacy.p12
 
 # a certificate without a UID: topic= is then required
 ossl req -newkey rsa:2048 -nodes -keyout nouid.key -out nouid.csr \
@@ -119,7 +147,29 @@ KID=P384KEY001 p8 -algorithm EC -pkeyopt ec_paramgen_curve:P-384
 KID=RSAKEY0001 p8 -algorithm RSA -pkeyopt rsa_keygen_bits:2048
 printf 'this is not a key\n' > AuthKey_GARBAGE001.p8
 
+# the API's own TLS, for the access-control recipes (conf-examples/,
+# t/secure.t): the API server's certificate (api.crt, from the test CA,
+# for localhost and 127.0.0.1), a CA for the calling backends
+# (backends-ca.crt) and a backend's client certificate from it
+# (backend.crt; dev.crt, from the other CA, is one the API must refuse)
+ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout api.key -out api.csr -subj "/O=timpush test/CN=localhost"
+ossl x509 -req -in api.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+    -days 3650 -extfile ext.cnf -extensions server -out api.crt
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout backends-ca.key -out backends-ca.crt -days 3650 \
+    -subj "/O=timpush test/CN=timpush test backends CA"
+ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout backend.key -out backend.csr \
+    -subj "/O=timpush test/CN=chat-backend-1"
+ossl x509 -req -in backend.csr -CA backends-ca.crt -CAkey backends-ca.key \
+    -CAcreateserial -days 3650 -extfile ext.cnf -extensions client \
+    -out backend.crt
+
 rm -f ./*.csr ./*.srl ext.cnf ca.cnf
 rm -rf ca.db
+# certificates public, secrets readable by their owner only (the gateway
+# warns about secret files others may read)
 chmod 644 ./*
-echo 3 > .done
+chmod 600 ./*.key ./*.p12 ./*.pass ./*.p8
+echo 4 > .done

@@ -283,6 +283,11 @@ server {
 CONF
 }
 
+sub clear_simulator_log {
+    my ($log_port) = @_;
+    $http->request('DELETE', "http://127.0.0.1:$log_port/mock/log");
+}
+
 sub simulator_log {
     my ($log_port) = @_;
     my $res = $http->get("http://127.0.0.1:$log_port/mock/log");
