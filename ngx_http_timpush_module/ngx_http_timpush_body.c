@@ -38,6 +38,9 @@ typedef struct {
 } ngx_http_timpush_body_ctx_t;
 
 
+static const char *ngx_http_timpush_body_scan(u_char *p, u_char *last);
+static ngx_int_t ngx_http_timpush_body_hex4(u_char *p, u_char *last,
+    uint32_t *v);
 static ngx_uint_t ngx_http_timpush_body_keep(ngx_http_timpush_body_ctx_t *ctx,
     const u_char *key, size_t len);
 static ngx_http_timpush_json_t *ngx_http_timpush_body_add(
@@ -99,6 +102,11 @@ ngx_http_timpush_body_parse(ngx_pool_t *pool, u_char *data, size_t len,
                                            "NUL byte in the body");
     }
 
+    text = (u_char *) ngx_http_timpush_body_scan(data, data + len);
+    if (text) {
+        return ngx_http_timpush_body_error(err, "invalid_json", "%s", text);
+    }
+
     ngx_memzero(&ctx, sizeof(ngx_http_timpush_body_ctx_t));
     ctx.pool = pool;
     ctx.want_value = want;
@@ -153,6 +161,118 @@ ngx_http_timpush_body_parse(ngx_pool_t *pool, u_char *data, size_t len,
     yajl_free(h);
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * What yajl lets through, found by fuzzing against a strict reader: a
+ * string left open at the very end (taken for a token still to come,
+ * even after a complete document), a high surrogate escape not followed
+ * by a low one (made "?", or merged with the next escape: "\ud800\u0000"
+ * became U+10000 and hid the NUL), and \v and \f taken for whitespace.
+ * One pass over the body, before yajl's.
+ */
+
+static const char *
+ngx_http_timpush_body_scan(u_char *p, u_char *last)
+{
+    uint32_t    v, low;
+    ngx_uint_t  in_string;
+
+    in_string = 0;
+
+    while (p < last) {
+
+        if (!in_string) {
+            if (*p == '"') {
+                in_string = 1;
+
+            } else if (*p == '\v' || *p == '\f') {
+                return "\\v or \\f outside a string";
+            }
+
+            p++;
+            continue;
+        }
+
+        if (*p == '"') {
+            in_string = 0;
+            p++;
+            continue;
+        }
+
+        if (*p != '\\') {
+            p++;
+            continue;
+        }
+
+        /* an escape: \uXXXX is checked, any other is yajl's */
+
+        if (last - p < 2 || p[1] != 'u') {
+            p += 2;
+            continue;
+        }
+
+        if (ngx_http_timpush_body_hex4(p + 2, last, &v) != NGX_OK) {
+            /* yajl says what is wrong with it */
+            return NULL;
+        }
+
+        p += 6;
+
+        if (v >= 0xdc00 && v <= 0xdfff) {
+            return "a low surrogate escape without a high one";
+        }
+
+        if (v < 0xd800 || v > 0xdbff) {
+            continue;
+        }
+
+        if (last - p < 6 || p[0] != '\\' || p[1] != 'u'
+            || ngx_http_timpush_body_hex4(p + 2, last, &low) != NGX_OK
+            || low < 0xdc00 || low > 0xdfff)
+        {
+            return "a high surrogate escape without a low one";
+        }
+
+        p += 6;
+    }
+
+    if (in_string) {
+        return "a string left open";
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_body_hex4(u_char *p, u_char *last, uint32_t *v)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (last - p < 4) {
+        return NGX_DECLINED;
+    }
+
+    *v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = ngx_tolower(p[i]);
+
+        if (c >= '0' && c <= '9') {
+            *v = (*v << 4) | (c - '0');
+
+        } else if (c >= 'a' && c <= 'f') {
+            *v = (*v << 4) | (c - 'a' + 10);
+
+        } else {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

@@ -5,7 +5,8 @@
  * Request bodies (DESIGN §10): one strict JSON reader for every body of
  * the API.  No comments, no trailing garbage, strict UTF-8, no NUL byte
  * and no "\u0000", at most NGX_HTTP_TIMPUSH_BODY_DEPTH levels counted by
- * the parser itself.  Only the values a caller's schema names are kept,
+ * the parser itself, no lone surrogate escape, only JSON's whitespace.
+ * Only the values a caller's schema names are kept,
  * in pool memory: neither memory nor recursion depends on what else a
  * body holds.  No nginx I/O here, so that t/unit and t/fuzz link it alone.
  */
@@ -41,7 +42,8 @@ struct ngx_http_timpush_json_s {
     ngx_str_t                   str;       /* a string, a number's text */
     ngx_http_timpush_json_t    *child;
     ngx_http_timpush_json_t    *next;
-    ngx_uint_t                  nchildren; /* given, kept or not */
+    ngx_uint_t                  nchildren; /* members kept; elements
+                                              given, kept or not */
     ngx_uint_t                  type;
     unsigned                    overflow:1; /* more than max_elements */
 };

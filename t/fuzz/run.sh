@@ -1,14 +1,25 @@
 #!/bin/sh
-# Builds the libFuzzer target for the push-body parser and renderer
-# (t/fuzz/fuzz_push.c) with Debian's clang and runs it.
+# Builds the two libFuzzer targets with Debian's clang and runs them, one
+# after the other:
 #
-#   t/fuzz/run.sh [seconds]        default 60; the issue asks for >= 600
-#   t/fuzz/run.sh 0 crash-file     only replay one input
+#   push     t/fuzz/fuzz_push.c: POST /v1/push bodies, parsed and rendered
+#   device   t/fuzz/fuzz_device.c: the device bodies (register, logout,
+#            background), parsed as ngx_http_timpush_api.c does
+#
+#   t/fuzz/run.sh [seconds]              default 60; the issue asks >= 600
+#   t/fuzz/run.sh 0 file [push|device]   only replay one input; the target
+#                                        is the one whose directory holds
+#                                        the file, else push
+#
+# The time is per target: each runs for the seconds given, so the whole
+# run takes twice as long ("make fuzz", FUZZ_TIME=600: 20 minutes).  Both
+# always run; the script fails if either finds anything.
 #
 # Needs build/objs/ngx_auto_config.h ("make build").  Works in
-# build/fuzz/: the growing corpus (seeded from t/fuzz/corpus, which is not
-# written to), fuzz-0.log, and crash-*/leak-* files when something is found.
-# One job, one worker: the machine is shared.
+# build/fuzz/push/ and build/fuzz/device/: each has its growing corpus
+# (seeded from t/fuzz/corpus and t/fuzz/corpus-device, which are not
+# written to), fuzz-0.log, and crash-*/leak-* files when something is
+# found.  One job, one worker: the machine is shared.
 
 set -eu
 
@@ -28,36 +39,75 @@ if [ ! -f "$root/build/objs/ngx_auto_config.h" ]; then
     exit 1
 fi
 
-mkdir -p "$out/corpus"
+# the push corpus grown when there was one target
+if [ -d "$out/corpus" ] && [ ! -d "$out/push/corpus" ]; then
+    mkdir -p "$out/push"
+    mv "$out/corpus" "$out/push/corpus"
+fi
 
-clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -Wall -Wextra -Werror -Wno-unused-parameter \
-    -I "$ngx/core" -I "$ngx/event" -I "$ngx/event/modules" \
-    -I "$ngx/os/unix" -I "$root/build/objs" \
-    -I "$root/ngx_http_timpush_module" -I "$root/t/unit" \
-    -o "$out/fuzz_push" \
-    "$root/ngx_http_timpush_module/ngx_http_timpush_render.c" \
-    "$root/ngx_http_timpush_module/ngx_http_timpush_body.c" \
-    "$root/t/unit/ngx_stubs.c" "$root/t/fuzz/fuzz_push.c" -lyajl
+mkdir -p "$out/push/corpus" "$out/device/corpus"
 
-cd "$out"
+# build NAME [SOURCES]: build/fuzz/fuzz_NAME from t/fuzz/fuzz_NAME.c,
+# body.c, the stand-ins and SOURCES
+build() {
+    name=$1
+    shift
+
+    clang -g -O1 -fsanitize=fuzzer,address,undefined \
+        -fno-sanitize-recover=all \
+        -Wall -Wextra -Werror -Wno-unused-parameter \
+        -I "$ngx/core" -I "$ngx/event" -I "$ngx/event/modules" \
+        -I "$ngx/os/unix" -I "$root/build/objs" \
+        -I "$root/ngx_http_timpush_module" -I "$root/t/unit" \
+        -o "$out/fuzz_$name" \
+        "$@" "$root/ngx_http_timpush_module/ngx_http_timpush_body.c" \
+        "$root/t/unit/ngx_stubs.c" "$root/t/fuzz/fuzz_$name.c" -lyajl
+}
+
+build push "$root/ngx_http_timpush_module/ngx_http_timpush_render.c"
+build device
 
 if [ $# -ge 2 ]; then
-    exec ./fuzz_push "$2"
+    case "${3:-$(cd "$(dirname "$2")" && pwd)}" in
+    device|*/device|*/device/*|*/corpus-device) name=device ;;
+    *) name=push ;;
+    esac
+
+    exec "$out/fuzz_$name" "$2"
 fi
 
-rm -f fuzz-0.log
+# run NAME MAX_LEN SEEDS DICT: fails if anything was found
+run() {
+    name=$1
+    dir=$out/$name
+
+    echo "run.sh: fuzz_$name for $secs seconds"
+
+    cd "$dir"
+    rm -f fuzz-0.log
+
+    rc=0
+    "$out/fuzz_$name" -max_total_time="$secs" -jobs=1 -workers=1 \
+        -max_len="$2" -timeout=10 -dict="$4" \
+        -artifact_prefix="$dir/" "$dir/corpus" "$3" \
+        || rc=$?
+
+    # libFuzzer has printed fuzz-0.log, ending with "Done N runs in S
+    # second(s)"
+    if ls "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-* \
+        2>/dev/null
+    then
+        rc=1
+    fi
+
+    return $rc
+}
+
 status=0
-./fuzz_push -max_total_time="$secs" -jobs=1 -workers=1 -max_len=8192 \
-    -timeout=10 -dict="$root/t/fuzz/push.dict" \
-    -artifact_prefix="$out/" "$out/corpus" "$root/t/fuzz/corpus" \
-    || status=$?
 
-# libFuzzer has printed fuzz-0.log, ending with "Done N runs in S second(s)"
-if ls "$out"/crash-* "$out"/leak-* "$out"/timeout-* "$out"/oom-* \
-    2>/dev/null
-then
-    status=1
-fi
+# device bodies are at most 4 KiB (NGX_HTTP_TIMPUSH_DEVICE_BODY_MAX)
+run push 8192 "$root/t/fuzz/corpus" "$root/t/fuzz/push.dict" || status=1
+run device 4096 "$root/t/fuzz/corpus-device" "$root/t/fuzz/device.dict" \
+    || status=1
 
 exit $status

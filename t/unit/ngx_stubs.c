@@ -236,7 +236,10 @@ ngx_slprintf(u_char *buf, u_char *last, const char *fmt, ...)
 }
 
 
-/* %s, %V, %d, %i, %ui, %uz, %%: as nginx's, without width or precision */
+/*
+ * %s, %V, %d, %i, %ui, %uz, %L, %%: as nginx's, without width or
+ * precision
+ */
 
 u_char *
 ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
@@ -280,6 +283,11 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
             len = snprintf(num, sizeof(num), "%lu",
                            (unsigned long) va_arg(args, ngx_uint_t));
             fmt += 2;
+
+        } else if (fmt[0] == 'L') {
+            len = snprintf(num, sizeof(num), "%lld",
+                           (long long) va_arg(args, int64_t));
+            fmt++;
 
         } else if (fmt[0] == 'u' && fmt[1] == 'z') {
             len = snprintf(num, sizeof(num), "%zu", va_arg(args, size_t));
