@@ -76,6 +76,7 @@ typedef struct {
     ngx_str_t                      apns_trusted;
     ngx_uint_t                     apns_connections;
     ngx_msec_t                     apns_timeout;
+    ngx_msec_t                     apns_read_timeout;
     ngx_uint_t                     apns_queue;
     ngx_msec_t                     credential_recheck;
 } ngx_http_timpush_main_conf_t;

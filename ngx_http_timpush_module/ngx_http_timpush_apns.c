@@ -2,504 +2,58 @@
 /*
  * Copyright (C) timpush authors
  *
- * The APNs transport (DESIGN 7): per worker and credential, a channel of
- * long-lived TLS connections, each an nghttp2 client session fed from
- * nginx events.  Many streams per connection up to the server's
- * SETTINGS_MAX_CONCURRENT_STREAMS; beyond that notifications wait in a
- * bounded queue.  Every notification has one deadline covering its
- * retries; connections are made on demand and re-made with backoff.
+ * The APNs transport (DESIGN §7, §11): notifications in, APNs answers out.
+ * Per worker and credential, a channel: a bounded queue of notifications
+ * waiting for a stream, and connections (apns_conn.c) carrying as many
+ * streams as the server allows.  This file is one notification's life, a
+ * state machine:
  *
- * nghttp2 only frames: bytes go through our own buffers and nginx's SSL
- * calls, and nothing that may finish a caller's request runs inside an
- * nghttp2 callback (answers are collected and delivered afterwards).
+ *   WAITING --dispatch--> STREAM --stream over--> ANSWERED --outcome--> done
+ *      ^                                             |
+ *      +---------------- BACKOFF <-------------------+  (again)
+ *
+ * Every state is left through detach(), whatever takes it out (the answer,
+ * the deadline, the caller going away).  Streams that end are answered
+ * from a posted event, so nothing that may finish a caller's request, or
+ * send again, runs inside nghttp2 or inside another connection's call.
  */
 
 
-#include "ngx_http_timpush_apns.h"
+#include "ngx_http_timpush_apns_int.h"
 
-#include <nghttp2/nghttp2.h>
-#include <openssl/ecdsa.h>
 #include <openssl/rand.h>
 
 
-#define NGX_HTTP_TIMPUSH_APNS_CLOSED      0
-#define NGX_HTTP_TIMPUSH_APNS_CONNECTING  1
-#define NGX_HTTP_TIMPUSH_APNS_READY       2
-#define NGX_HTTP_TIMPUSH_APNS_DRAINING    3
-
-#define NGX_HTTP_TIMPUSH_APNS_IN_SIZE     16384
-#define NGX_HTTP_TIMPUSH_APNS_OUT_SIZE    65536
-#define NGX_HTTP_TIMPUSH_APNS_FRAME_MAX   20480
-#define NGX_HTTP_TIMPUSH_APNS_STREAMS     100      /* before SETTINGS */
-#define NGX_HTTP_TIMPUSH_APNS_PING        60000
-#define NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN 1000
-#define NGX_HTTP_TIMPUSH_APNS_BACKOFF_MAX 60000
-#define NGX_HTTP_TIMPUSH_APNS_RETRY_MIN   100
-#define NGX_HTTP_TIMPUSH_APNS_RETRY_MAX   2000
-#define NGX_HTTP_TIMPUSH_JWT_REUSE        (50 * 60)
-#define NGX_HTTP_TIMPUSH_JWT_MIN_AGE      (20 * 60)
-
-
-typedef struct {
-    struct sockaddr                   *sockaddr;
-    socklen_t                          socklen;
-    ngx_str_t                          name;      /* address, for logs */
-    ngx_str_t                          host;      /* SNI and verification */
-    ngx_uint_t                         max_fails;
-    time_t                             fail_timeout;
-    ngx_uint_t                         down;
-    ngx_uint_t                         fails;     /* this worker's */
-    time_t                             checked;
-} ngx_http_timpush_apns_peer_t;
-
-
-typedef struct {
-    ngx_str_t                          name;      /* upstream, for logs */
-    ngx_array_t                        peers;     /* apns_peer_t */
-} ngx_http_timpush_apns_peers_t;
-
-
-typedef struct ngx_http_timpush_apns_channel_s
-    ngx_http_timpush_apns_channel_t;
-
-
-typedef struct {
-    ngx_http_timpush_apns_channel_t   *channel;
-    ngx_peer_connection_t              pc;
-    ngx_http_timpush_apns_peer_t      *peer;
-    nghttp2_session                   *session;
-    ngx_uint_t                         state;
-    ngx_uint_t                         streams;
-    ngx_uint_t                         answers;   /* streams answered */
-    ngx_queue_t                        inflight;  /* notes on streams */
-    ngx_queue_t                        answered;  /* notes, after recv */
-    ngx_pool_t                        *pool;
-    ngx_event_t                        reconnect;
-    ngx_event_t                        ping;
-    ngx_msec_t                         backoff;
-    u_char                            *out;
-    size_t                             out_pos;
-    size_t                             out_last;
-    u_char                            *in;
-    unsigned                           ping_sent:1;
-    unsigned                           handshaken:1;
-} ngx_http_timpush_apns_conn_t;
-
-
-struct ngx_http_timpush_apns_channel_s {
-    ngx_http_timpush_credential_t     *cred;
-    ngx_http_timpush_apns_peers_t     *peers;
-    ngx_uint_t                         next_peer;
-    ngx_http_timpush_apns_conn_t      *conns;
-    ngx_uint_t                         nconns;
-    ngx_queue_t                        waiting;
-    ngx_uint_t                         nwaiting;
-    ngx_str_t                          last_error;
-    ngx_log_t                         *log;
-    ngx_str_t                          jwt;
-    time_t                             jwt_iat;
-    u_char                             jwt_buf[512];
-};
-
-
-static ngx_int_t ngx_http_timpush_apns_peers(ngx_conf_t *cf,
-    ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t env);
-static ngx_int_t ngx_http_timpush_apns_peers_upstream(ngx_conf_t *cf,
-    ngx_http_timpush_apns_peers_t *peers, ngx_str_t *name);
-static ngx_int_t ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
-    ngx_http_timpush_apns_peers_t *peers, ngx_uint_t env);
-static void ngx_http_timpush_apns_peer_host(ngx_str_t *server,
-    ngx_str_t *host);
-static ngx_int_t ngx_http_timpush_apns_ssl(ngx_conf_t *cf,
-    ngx_http_timpush_main_conf_t *tmcf, ngx_http_timpush_credential_t *cred);
 static u_char *ngx_http_timpush_apns_random(size_t n);
+static void ngx_http_timpush_apns_dispatch_handler(ngx_event_t *ev);
 static void ngx_http_timpush_apns_dispatch(
     ngx_http_timpush_apns_channel_t *ch);
+static void ngx_http_timpush_apns_open(ngx_http_timpush_apns_channel_t *ch);
 static ngx_uint_t ngx_http_timpush_apns_ready(
     ngx_http_timpush_apns_channel_t *ch);
 static ngx_http_timpush_apns_conn_t *ngx_http_timpush_apns_pick(
-    ngx_http_timpush_apns_channel_t *ch, ngx_uint_t *room);
+    ngx_http_timpush_apns_channel_t *ch, ngx_http_timpush_apns_conn_t *avoid,
+    ngx_uint_t *room);
 static ngx_int_t ngx_http_timpush_apns_submit(
     ngx_http_timpush_apns_conn_t *hc, ngx_http_timpush_apns_note_t *note);
-static ngx_http_timpush_apns_peer_t *ngx_http_timpush_apns_next_peer(
-    ngx_http_timpush_apns_channel_t *ch);
-static void ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc);
-static void ngx_http_timpush_apns_connected(ngx_event_t *ev);
-static void ngx_http_timpush_apns_handshake(ngx_connection_t *c);
-static void ngx_http_timpush_apns_handshaked(ngx_connection_t *c);
-static ngx_int_t ngx_http_timpush_apns_verify(
-    ngx_http_timpush_apns_conn_t *hc);
-static ngx_int_t ngx_http_timpush_apns_session(
-    ngx_http_timpush_apns_conn_t *hc);
-static void ngx_http_timpush_apns_read_handler(ngx_event_t *ev);
-static void ngx_http_timpush_apns_write_handler(ngx_event_t *ev);
-static ngx_int_t ngx_http_timpush_apns_flush(
-    ngx_http_timpush_apns_conn_t *hc);
-static void ngx_http_timpush_apns_post_flush(
-    ngx_http_timpush_apns_conn_t *hc);
-static void ngx_http_timpush_apns_answered(
-    ngx_http_timpush_apns_conn_t *hc);
-static void ngx_http_timpush_apns_idle(ngx_http_timpush_apns_conn_t *hc);
-static void ngx_http_timpush_apns_ping_handler(ngx_event_t *ev);
-static void ngx_http_timpush_apns_reconnect_handler(ngx_event_t *ev);
-static void ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
-    const char *reason);
-static void ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc);
+static ssize_t ngx_http_timpush_apns_read_payload(nghttp2_session *session,
+    int32_t stream_id, uint8_t *buf, size_t length, uint32_t *flags,
+    nghttp2_data_source *source, void *data);
+static void ngx_http_timpush_apns_outcomes_handler(ngx_event_t *ev);
 static void ngx_http_timpush_apns_outcome(ngx_http_timpush_apns_note_t *note);
+static ngx_uint_t ngx_http_timpush_apns_expired_token(
+    ngx_http_timpush_apns_note_t *note);
 static void ngx_http_timpush_apns_again(ngx_http_timpush_apns_note_t *note,
-    ngx_uint_t now);
+    ngx_msec_t delay);
+static void ngx_http_timpush_apns_wait(ngx_http_timpush_apns_note_t *note);
 static void ngx_http_timpush_apns_retry_handler(ngx_event_t *ev);
 static void ngx_http_timpush_apns_deadline_handler(ngx_event_t *ev);
 static void ngx_http_timpush_apns_detach(ngx_http_timpush_apns_note_t *note);
 static void ngx_http_timpush_apns_finish(ngx_http_timpush_apns_note_t *note);
 static void ngx_http_timpush_apns_reason(ngx_http_timpush_apns_note_t *note);
-static ngx_int_t ngx_http_timpush_apns_jwt(
-    ngx_http_timpush_apns_channel_t *ch, ngx_uint_t renew);
 
-static ssize_t ngx_http_timpush_apns_read_payload(nghttp2_session *session,
-    int32_t stream_id, uint8_t *buf, size_t length, uint32_t *flags,
-    nghttp2_data_source *source, void *data);
-static int ngx_http_timpush_apns_on_header(nghttp2_session *session,
-    const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
-    const uint8_t *value, size_t valuelen, uint8_t flags, void *data);
-static int ngx_http_timpush_apns_on_data(nghttp2_session *session,
-    uint8_t flags, int32_t stream_id, const uint8_t *buf, size_t len,
-    void *data);
-static int ngx_http_timpush_apns_on_frame(nghttp2_session *session,
-    const nghttp2_frame *frame, void *data);
-static int ngx_http_timpush_apns_on_close(nghttp2_session *session,
-    int32_t stream_id, uint32_t error_code, void *data);
 
-
-static ngx_str_t  ngx_http_timpush_apns_hosts[] = {
-    ngx_string("api.sandbox.push.apple.com:443"),
-    ngx_string("api.push.apple.com:443")
-};
-
-static const char  *ngx_http_timpush_apns_envs[] = {
-    "sandbox", "production"
-};
-
-
-static ngx_http_timpush_apns_channel_t  *ngx_http_timpush_apns_channels;
-static ngx_uint_t                        ngx_http_timpush_apns_nchannels;
-static ngx_http_timpush_main_conf_t     *ngx_http_timpush_apns_conf;
-static nghttp2_session_callbacks        *ngx_http_timpush_apns_callbacks;
-static nghttp2_option                   *ngx_http_timpush_apns_option;
-static ngx_uint_t                        ngx_http_timpush_apns_exiting;
-
-
-/* configuration */
-
-char *
-ngx_http_timpush_apns_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_timpush_main_conf_t *tmcf = conf;
-
-    ngx_str_t   *value;
-    ngx_uint_t   env;
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "sandbox") == 0) {
-        env = NGX_HTTP_TIMPUSH_ENV_SANDBOX;
-
-    } else if (ngx_strcmp(value[1].data, "production") == 0) {
-        env = NGX_HTTP_TIMPUSH_ENV_PRODUCTION;
-
-    } else {
-        return "takes \"sandbox\" or \"production\" first";
-    }
-
-    if (tmcf->apns_upstream[env].len) {
-        return "is duplicate";
-    }
-
-    tmcf->apns_upstream[env] = value[2];
-
-    return NGX_CONF_OK;
-}
-
-
-/* after the upstream blocks are ready: peers and TLS contexts */
-
-char *
-ngx_http_timpush_apns_init_conf(ngx_conf_t *cf,
-    ngx_http_timpush_main_conf_t *tmcf)
-{
-    ngx_uint_t                       i, env, used[2];
-    ngx_http_timpush_credential_t  **cred;
-
-    used[0] = 0;
-    used[1] = 0;
-
-    cred = tmcf->credentials.elts;
-
-    for (i = 0; i < tmcf->credentials.nelts; i++) {
-        cred[i]->index = i;
-        used[cred[i]->env] = 1;
-
-        if (ngx_http_timpush_apns_ssl(cf, tmcf, cred[i]) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    for (env = 0; env < 2; env++) {
-        if (used[env] || tmcf->apns_upstream[env].len) {
-            if (ngx_http_timpush_apns_peers(cf, tmcf, env) != NGX_OK) {
-                return NGX_CONF_ERROR;
-            }
-        }
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static ngx_int_t
-ngx_http_timpush_apns_peers(ngx_conf_t *cf,
-    ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t env)
-{
-    ngx_http_timpush_apns_peers_t  *peers;
-
-    peers = ngx_pcalloc(cf->pool, sizeof(ngx_http_timpush_apns_peers_t));
-    if (peers == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_array_init(&peers->peers, cf->pool, 4,
-                       sizeof(ngx_http_timpush_apns_peer_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    tmcf->apns_peers[env] = peers;
-
-    if (tmcf->apns_upstream[env].len) {
-        return ngx_http_timpush_apns_peers_upstream(cf, peers,
-                                                   &tmcf->apns_upstream[env]);
-    }
-
-    return ngx_http_timpush_apns_peers_default(cf, peers, env);
-}
-
-
-static ngx_int_t
-ngx_http_timpush_apns_peers_upstream(ngx_conf_t *cf,
-    ngx_http_timpush_apns_peers_t *peers, ngx_str_t *name)
-{
-    ngx_uint_t                        i;
-    ngx_http_upstream_rr_peer_t      *rp;
-    ngx_http_upstream_rr_peers_t     *rr;
-    ngx_http_timpush_apns_peer_t     *p;
-    ngx_http_upstream_srv_conf_t    **uscfp;
-    ngx_http_upstream_main_conf_t    *umcf;
-
-    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
-    uscfp = umcf->upstreams.elts;
-
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-        if (uscfp[i]->srv_conf != NULL
-            && uscfp[i]->host.len == name->len
-            && ngx_strncmp(uscfp[i]->host.data, name->data, name->len) == 0)
-        {
-            break;
-        }
-    }
-
-    if (i == umcf->upstreams.nelts) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "timpush_apns_upstream: no upstream \"%V\"", name);
-        return NGX_ERROR;
-    }
-
-    /* NULL means round robin, the default */
-
-    if (uscfp[i]->peer.init_upstream != NULL
-        && uscfp[i]->peer.init_upstream != ngx_http_upstream_init_round_robin)
-    {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "timpush_apns_upstream: upstream \"%V\" must use the "
-                      "default round robin balancer", name);
-        return NGX_ERROR;
-    }
-
-    peers->name = *name;
-    rr = uscfp[i]->peer.data;
-
-    for (rp = rr->peer; rp; rp = rp->next) {
-        p = ngx_array_push(&peers->peers);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(p, sizeof(ngx_http_timpush_apns_peer_t));
-
-        p->sockaddr = rp->sockaddr;
-        p->socklen = rp->socklen;
-        p->name = rp->name;
-        p->max_fails = rp->max_fails;
-        p->fail_timeout = rp->fail_timeout;
-        p->down = rp->down;
-
-        ngx_http_timpush_apns_peer_host(&rp->server, &p->host);
-    }
-
-    return NGX_OK;
-}
-
-
-/* Apple's hosts, resolved once, when the configuration is read */
-
-static ngx_int_t
-ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
-    ngx_http_timpush_apns_peers_t *peers, ngx_uint_t env)
-{
-    ngx_uint_t                     i;
-    ngx_url_t                      u;
-    ngx_http_timpush_apns_peer_t  *p;
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = ngx_http_timpush_apns_hosts[env];
-    u.default_port = 443;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "timpush: cannot resolve \"%V\" for the %s "
-                      "credentials (%s): set \"timpush_apns_upstream %s\"",
-                      &u.url, ngx_http_timpush_apns_envs[env],
-                      u.err ? u.err : "no address",
-                      ngx_http_timpush_apns_envs[env]);
-        return NGX_ERROR;
-    }
-
-    peers->name = u.url;
-
-    for (i = 0; i < u.naddrs; i++) {
-        p = ngx_array_push(&peers->peers);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(p, sizeof(ngx_http_timpush_apns_peer_t));
-
-        p->sockaddr = u.addrs[i].sockaddr;
-        p->socklen = u.addrs[i].socklen;
-        p->name = u.addrs[i].name;
-        p->max_fails = 1;
-        p->fail_timeout = 10;
-        p->host = u.host;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_timpush_apns_peer_host(ngx_str_t *server, ngx_str_t *host)
-{
-    u_char  *p, *last;
-
-    *host = *server;
-    last = server->data + server->len;
-
-    if (server->len && server->data[0] == '[') {
-        p = ngx_strlchr(server->data, last, ']');
-        if (p) {
-            host->data = server->data + 1;
-            host->len = p - host->data;
-        }
-
-        return;
-    }
-
-    p = ngx_strlchr(server->data, last, ':');
-    if (p) {
-        host->len = p - server->data;
-    }
-}
-
-
-static ngx_int_t
-ngx_http_timpush_apns_ssl(ngx_conf_t *cf, ngx_http_timpush_main_conf_t *tmcf,
-    ngx_http_timpush_credential_t *cred)
-{
-    int                  i;
-    ngx_ssl_t           *ssl;
-    ngx_pool_cleanup_t  *cln;
-
-    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-    if (ssl == NULL) {
-        return NGX_ERROR;
-    }
-
-    ssl->log = cf->log;
-
-    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(ssl);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = ssl;
-
-    if (SSL_CTX_set_alpn_protos(ssl->ctx, (u_char *) "\x02h2", 3) != 0) {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0, "SSL_CTX_set_alpn_protos()");
-        return NGX_ERROR;
-    }
-
-    if (cred->auth == NGX_HTTP_TIMPUSH_AUTH_CERTIFICATE) {
-        if (SSL_CTX_use_certificate(ssl->ctx, cred->cert) != 1
-            || SSL_CTX_use_PrivateKey(ssl->ctx, cred->pkey) != 1)
-        {
-            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                          "timpush_credential %ui: cannot use the "
-                          "certificate of \"%V\"", cred->id, &cred->file);
-            return NGX_ERROR;
-        }
-
-        for (i = 0; cred->chain && i < sk_X509_num(cred->chain); i++) {
-            if (SSL_CTX_add1_chain_cert(ssl->ctx,
-                                        sk_X509_value(cred->chain, i))
-                != 1)
-            {
-                ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                              "SSL_CTX_add1_chain_cert()");
-                return NGX_ERROR;
-            }
-        }
-    }
-
-    /* the APNs server is always verified */
-
-    if (ngx_ssl_trusted_certificate(cf, ssl, &tmcf->apns_trusted, 5)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (tmcf->apns_trusted.len == 0
-        && SSL_CTX_set_default_verify_paths(ssl->ctx) != 1)
-    {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "SSL_CTX_set_default_verify_paths()");
-        return NGX_ERROR;
-    }
-
-    cred->ssl = ssl;
-
-    return NGX_OK;
-}
+ngx_http_timpush_apns_t  ngx_http_timpush_apns;
 
 
 /* worker start and exit */
@@ -509,35 +63,22 @@ ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
     ngx_http_timpush_main_conf_t *tmcf)
 {
     ngx_uint_t                         i, j;
-    ngx_http_timpush_apns_conn_t      *hc;
+    ngx_http_timpush_apns_t           *a;
     ngx_http_timpush_credential_t    **cred;
     ngx_http_timpush_apns_channel_t   *ch;
+
+    a = &ngx_http_timpush_apns;
 
     if (tmcf->credentials.nelts == 0) {
         return NGX_OK;
     }
 
-    if (nghttp2_session_callbacks_new(&ngx_http_timpush_apns_callbacks)
-        != 0
-        || nghttp2_option_new(&ngx_http_timpush_apns_option) != 0)
-    {
+    if (ngx_http_timpush_apns_conn_init(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    nghttp2_session_callbacks_set_on_header_callback(
-        ngx_http_timpush_apns_callbacks, ngx_http_timpush_apns_on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-        ngx_http_timpush_apns_callbacks, ngx_http_timpush_apns_on_data);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(
-        ngx_http_timpush_apns_callbacks, ngx_http_timpush_apns_on_frame);
-    nghttp2_session_callbacks_set_on_stream_close_callback(
-        ngx_http_timpush_apns_callbacks, ngx_http_timpush_apns_on_close);
-
-    nghttp2_option_set_peer_max_concurrent_streams(
-        ngx_http_timpush_apns_option, NGX_HTTP_TIMPUSH_APNS_STREAMS);
-
-    ngx_http_timpush_apns_conf = tmcf;
-    ngx_http_timpush_apns_nchannels = tmcf->credentials.nelts;
+    a->conf = tmcf;
+    a->exiting = 0;
 
     ch = ngx_pcalloc(cycle->pool, tmcf->credentials.nelts
                                   * sizeof(ngx_http_timpush_apns_channel_t));
@@ -545,16 +86,37 @@ ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    ngx_http_timpush_apns_channels = ch;
+    a->channels = ch;
+    a->nchannels = tmcf->credentials.nelts;
     cred = tmcf->credentials.elts;
 
     for (i = 0; i < tmcf->credentials.nelts; i++, ch++) {
         ch->cred = cred[i];
         ch->peers = tmcf->apns_peers[cred[i]->env];
         ch->log = cycle->log;
-        ch->nconns = tmcf->apns_connections;
         ngx_queue_init(&ch->waiting);
+        ngx_queue_init(&ch->answered);
         ngx_str_set(&ch->last_error, "ConnectionFailed");
+
+        ch->dispatch.handler = ngx_http_timpush_apns_dispatch_handler;
+        ch->dispatch.data = ch;
+        ch->dispatch.log = cycle->log;
+
+        ch->outcomes.handler = ngx_http_timpush_apns_outcomes_handler;
+        ch->outcomes.data = ch;
+        ch->outcomes.log = cycle->log;
+
+        ch->jwt_buf = ngx_http_timpush_secret_alloc(cycle->pool, 512);
+        if (ch->jwt_buf == NULL) {
+            return NGX_ERROR;
+        }
+
+        /*
+         * Twice the slots: a connection that drains (GOAWAY) or is held
+         * to a few streams by the server leaves room for another.
+         */
+
+        ch->nconns = 2 * tmcf->apns_connections;
 
         ch->conns = ngx_pcalloc(cycle->pool,
                             ch->nconns * sizeof(ngx_http_timpush_apns_conn_t));
@@ -563,25 +125,11 @@ ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
         }
 
         for (j = 0; j < ch->nconns; j++) {
-            hc = &ch->conns[j];
-            hc->channel = ch;
-            hc->backoff = NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN;
-            ngx_queue_init(&hc->inflight);
-            ngx_queue_init(&hc->answered);
+            ch->conns[j].channel = ch;
 
-            hc->reconnect.handler = ngx_http_timpush_apns_reconnect_handler;
-            hc->reconnect.data = hc;
-            hc->reconnect.log = cycle->log;
-            hc->reconnect.cancelable = 1;
-
-            hc->ping.handler = ngx_http_timpush_apns_ping_handler;
-            hc->ping.data = hc;
-            hc->ping.log = cycle->log;
-            hc->ping.cancelable = 1;
-
-            hc->in = ngx_palloc(cycle->pool, NGX_HTTP_TIMPUSH_APNS_IN_SIZE);
-            hc->out = ngx_palloc(cycle->pool, NGX_HTTP_TIMPUSH_APNS_OUT_SIZE);
-            if (hc->in == NULL || hc->out == NULL) {
+            if (ngx_http_timpush_apns_conn_alloc(cycle, &ch->conns[j])
+                != NGX_OK)
+            {
                 return NGX_ERROR;
             }
         }
@@ -595,14 +143,25 @@ void
 ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                        i, j;
+    ngx_http_timpush_apns_t          *a;
     ngx_http_timpush_apns_conn_t     *hc;
     ngx_http_timpush_apns_channel_t  *ch;
 
-    /* the requests waiting for answers go with the process */
-    ngx_http_timpush_apns_exiting = 1;
+    a = &ngx_http_timpush_apns;
 
-    for (i = 0; i < ngx_http_timpush_apns_nchannels; i++) {
-        ch = &ngx_http_timpush_apns_channels[i];
+    /* the requests waiting for answers go with the process */
+    a->exiting = 1;
+
+    for (i = 0; i < a->nchannels; i++) {
+        ch = &a->channels[i];
+
+        if (ch->dispatch.posted) {
+            ngx_delete_posted_event(&ch->dispatch);
+        }
+
+        if (ch->outcomes.posted) {
+            ngx_delete_posted_event(&ch->outcomes);
+        }
 
         for (j = 0; j < ch->nconns; j++) {
             hc = &ch->conns[j];
@@ -617,17 +176,9 @@ ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle)
         }
     }
 
-    ngx_http_timpush_apns_nchannels = 0;
+    a->nchannels = 0;
 
-    if (ngx_http_timpush_apns_callbacks) {
-        nghttp2_session_callbacks_del(ngx_http_timpush_apns_callbacks);
-        ngx_http_timpush_apns_callbacks = NULL;
-    }
-
-    if (ngx_http_timpush_apns_option) {
-        nghttp2_option_del(ngx_http_timpush_apns_option);
-        ngx_http_timpush_apns_option = NULL;
-    }
+    ngx_http_timpush_apns_conn_exit();
 }
 
 
@@ -639,19 +190,20 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
     u_char                           *p, *r, uuid[16];
     ngx_msec_t                        timeout;
     ngx_msec_int_t                    left;
+    ngx_http_timpush_apns_t          *a;
     ngx_http_timpush_apns_channel_t  *ch;
 
-    ch = &ngx_http_timpush_apns_channels[note->cred->index];
+    a = &ngx_http_timpush_apns;
+    ch = &a->channels[note->cred->index];
 
-    if (ch->nwaiting >= ngx_http_timpush_apns_conf->apns_queue) {
+    if (ch->nwaiting >= a->conf->apns_queue) {
         return NGX_BUSY;
     }
 
-    timeout = ngx_http_timpush_apns_conf->apns_timeout;
+    timeout = a->conf->apns_timeout;
 
     if (note->headers->expires) {
-        left = (ngx_msec_int_t) (note->headers->expires
-                                 - ngx_current_msec);
+        left = (ngx_msec_int_t) (note->headers->expires - ngx_current_msec);
 
         if (left <= 0) {
             /* too late already: not sent at all */
@@ -687,9 +239,12 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
     note->reason.len = 0;
     note->timestamp = 0;
     note->attempts = 0;
+    note->refused = 0;
     note->conn = NULL;
+    note->avoid = NULL;
+    note->jwt_iat = 0;
     note->finished = 0;
-    note->jwt_renewed = 0;
+    note->jwt_retried = 0;
 
     note->deadline.handler = ngx_http_timpush_apns_deadline_handler;
     note->deadline.data = note;
@@ -702,9 +257,9 @@ ngx_http_timpush_apns_send(ngx_http_timpush_apns_note_t *note)
 
     ngx_queue_insert_tail(&ch->waiting, &note->queue);
     ch->nwaiting++;
-    note->queued = 1;
+    note->state = NGX_HTTP_TIMPUSH_NOTE_WAITING;
 
-    ngx_http_timpush_apns_dispatch(ch);
+    ngx_http_timpush_apns_kick(ch);
 
     return NGX_OK;
 }
@@ -739,35 +294,41 @@ ngx_http_timpush_apns_random(size_t n)
 
 
 /*
- * Streams of a credential's connections, open or not yet (taken at the
- * server's SETTINGS_MAX_CONCURRENT_STREAMS once known, else at the
- * default).
+ * The streams a credential's connections can carry: the server's
+ * SETTINGS_MAX_CONCURRENT_STREAMS of each ready one, the default for the
+ * ones that may still be opened.
  */
 
 ngx_uint_t
 ngx_http_timpush_apns_capacity(ngx_uint_t index)
 {
-    ngx_uint_t                        j, n;
+    ngx_uint_t                        j, n, ready;
+    ngx_http_timpush_apns_t          *a;
     ngx_http_timpush_apns_conn_t     *hc;
     ngx_http_timpush_apns_channel_t  *ch;
 
-    if (index >= ngx_http_timpush_apns_nchannels) {
+    a = &ngx_http_timpush_apns;
+
+    if (index >= a->nchannels) {
         return 0;
     }
 
-    ch = &ngx_http_timpush_apns_channels[index];
+    ch = &a->channels[index];
     n = 0;
+    ready = 0;
 
     for (j = 0; j < ch->nconns; j++) {
         hc = &ch->conns[j];
 
         if (hc->state == NGX_HTTP_TIMPUSH_APNS_READY) {
-            n += nghttp2_session_get_remote_settings(hc->session,
-                                 NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-
-        } else {
-            n += NGX_HTTP_TIMPUSH_APNS_STREAMS;
+            n += ngx_http_timpush_apns_max_streams(hc);
+            ready++;
         }
+    }
+
+    if (ready < a->conf->apns_connections) {
+        n += (a->conf->apns_connections - ready)
+             * NGX_HTTP_TIMPUSH_APNS_STREAMS;
     }
 
     return n;
@@ -786,37 +347,54 @@ ngx_http_timpush_apns_cancel(ngx_http_timpush_apns_note_t *note)
 }
 
 
-/* waiting notifications onto streams, connecting on demand */
+/* the channel's dispatch, soon: never from inside another call */
+
+void
+ngx_http_timpush_apns_kick(ngx_http_timpush_apns_channel_t *ch)
+{
+    if (!ch->dispatch.posted && !ngx_http_timpush_apns.exiting) {
+        ngx_post_event(&ch->dispatch, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_timpush_apns_dispatch_handler(ngx_event_t *ev)
+{
+    ngx_http_timpush_apns_dispatch(ev->data);
+}
+
+
+/* waiting notifications onto streams; connections opened on demand */
 
 static void
 ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
 {
     ngx_int_t                      rc;
-    ngx_uint_t                     i, room, connecting;
+    ngx_uint_t                     room;
     ngx_queue_t                   *q;
     ngx_http_timpush_apns_conn_t  *hc;
     ngx_http_timpush_apns_note_t  *note;
 
     while (!ngx_queue_empty(&ch->waiting)) {
 
-        hc = ngx_http_timpush_apns_pick(ch, &room);
+        q = ngx_queue_head(&ch->waiting);
+        note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
+
+        hc = ngx_http_timpush_apns_pick(ch, note->avoid, &room);
         if (hc == NULL) {
             break;
         }
 
         /* the connection picked is filled as far as it goes */
 
-        for ( /* void */ ;
-             room && !ngx_queue_empty(&ch->waiting)
-             && hc->state == NGX_HTTP_TIMPUSH_APNS_READY;
-             room--)
-        {
+        for ( /* void */ ; room && !ngx_queue_empty(&ch->waiting); room--) {
             q = ngx_queue_head(&ch->waiting);
             note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
 
             ngx_queue_remove(q);
             ch->nwaiting--;
-            note->queued = 0;
+            note->state = NGX_HTTP_TIMPUSH_NOTE_IDLE;
 
             rc = ngx_http_timpush_apns_submit(hc, note);
 
@@ -829,40 +407,82 @@ ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
             }
 
             if (rc != NGX_OK) {
-                ngx_http_timpush_apns_again(note, 0);
-                ngx_http_timpush_apns_fail(hc, "ProtocolError");
+                /* not sent: it waits first; the connection takes no more */
+                ngx_queue_insert_head(&ch->waiting, &note->queue);
+                ch->nwaiting++;
+                note->state = NGX_HTTP_TIMPUSH_NOTE_WAITING;
+                hc->state = NGX_HTTP_TIMPUSH_APNS_DRAINING;
                 break;
             }
-
-            ngx_http_timpush_apns_post_flush(hc);
         }
+
+        ngx_http_timpush_apns_post_flush(hc);
     }
 
-    if (ngx_queue_empty(&ch->waiting)) {
-        return;
+    if (!ngx_queue_empty(&ch->waiting)) {
+        ngx_http_timpush_apns_open(ch);
     }
+}
 
-    /* notifications wait: bring up the connections that are down */
 
-    connecting = 0;
+/*
+ * Notifications wait: open connections up to timpush_apns_connections
+ * that take streams.  A connection that drains, or that the server holds
+ * to a few streams after it answered some (as APNs may do after a
+ * refusal), does not count; one that has answered nothing yet does (APNs
+ * may start a token connection at 1 stream until it knows the token), and
+ * so does one waiting to reconnect after a failure, so that a failing
+ * APNs is never dialled more often.
+ */
+
+static void
+ngx_http_timpush_apns_open(ngx_http_timpush_apns_channel_t *ch)
+{
+    ngx_uint_t                     i, active;
+    ngx_http_timpush_apns_conn_t  *hc;
+
+    active = 0;
 
     for (i = 0; i < ch->nconns; i++) {
         hc = &ch->conns[i];
 
-        if (hc->state == NGX_HTTP_TIMPUSH_APNS_CONNECTING) {
-            connecting++;
+        switch (hc->state) {
 
-        } else if (hc->state == NGX_HTTP_TIMPUSH_APNS_CLOSED
-                   && !hc->reconnect.timer_set)
-        {
-            ngx_http_timpush_apns_connect(hc);
-            connecting++;
+        case NGX_HTTP_TIMPUSH_APNS_CONNECTING:
+            active++;
+            break;
+
+        case NGX_HTTP_TIMPUSH_APNS_READY:
+            if (ngx_http_timpush_apns_max_streams(hc) > 8
+                || hc->answers == 0)
+            {
+                active++;
+            }
+
+            break;
+
+        case NGX_HTTP_TIMPUSH_APNS_CLOSED:
+            if (hc->reconnect.timer_set) {
+                active++;
+            }
+
+            break;
         }
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ch->log, 0,
-                   "timpush apns: %ui waiting, %ui connecting",
-                   ch->nwaiting, connecting);
+    for (i = 0;
+         i < ch->nconns && active < ngx_http_timpush_apns.conf->apns_connections;
+         i++)
+    {
+        hc = &ch->conns[i];
+
+        if (hc->state == NGX_HTTP_TIMPUSH_APNS_CLOSED
+            && !hc->reconnect.timer_set)
+        {
+            active++;
+            ngx_http_timpush_apns_connect(hc);
+        }
+    }
 }
 
 
@@ -883,29 +503,32 @@ ngx_http_timpush_apns_ready(ngx_http_timpush_apns_channel_t *ch)
 }
 
 
-/* the ready connection with the most free streams */
+/*
+ * The ready connection with the most free streams, another than the one
+ * that refused the notification if there is one.
+ */
 
 static ngx_http_timpush_apns_conn_t *
 ngx_http_timpush_apns_pick(ngx_http_timpush_apns_channel_t *ch,
-    ngx_uint_t *room)
+    ngx_http_timpush_apns_conn_t *avoid, ngx_uint_t *room)
 {
-    uint32_t                       max;
-    ngx_uint_t                     i, free, best_free;
+    ngx_uint_t                     i, max, free, best_free, avoid_free;
     ngx_http_timpush_apns_conn_t  *hc, *best;
 
     best = NULL;
     best_free = 0;
+    avoid_free = 0;
 
     for (i = 0; i < ch->nconns; i++) {
         hc = &ch->conns[i];
 
-        if (hc->state != NGX_HTTP_TIMPUSH_APNS_READY) {
+        /* nothing before the server's SETTINGS: APNs may allow 1 stream */
+
+        if (hc->state != NGX_HTTP_TIMPUSH_APNS_READY || !hc->settings) {
             continue;
         }
 
-        max = nghttp2_session_get_remote_settings(hc->session,
-                                 NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-
+        max = ngx_http_timpush_apns_max_streams(hc);
         free = (max > hc->streams) ? max - hc->streams : 0;
 
         /*
@@ -918,10 +541,20 @@ ngx_http_timpush_apns_pick(ngx_http_timpush_apns_channel_t *ch,
             continue;
         }
 
+        if (hc == avoid) {
+            avoid_free = free;
+            continue;
+        }
+
         if (free > best_free) {
             best = hc;
             best_free = free;
         }
+    }
+
+    if (best == NULL && avoid_free) {
+        best = avoid;
+        best_free = avoid_free;
     }
 
     *room = best_free;
@@ -953,6 +586,18 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     cred = ch->cred;
     hd = note->headers;
     n = 0;
+
+    /* ids are 31 bits: well before the last, the connection drains */
+
+    if (nghttp2_session_get_next_stream_id(hc->session)
+        > NGX_HTTP_TIMPUSH_APNS_LAST_ID)
+    {
+        ngx_log_error(NGX_LOG_INFO, ch->log, 0,
+                      "timpush apns: %V: stream ids run low: the "
+                      "connection drains, another takes over",
+                      &hc->peer->name);
+        return NGX_AGAIN;
+    }
 
     /*
      * Names are literals (not copied); values that differ on every
@@ -1011,8 +656,15 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
             return NGX_DECLINED;
         }
 
+        /*
+         * Never indexed: a token kept in the HPACK table would sit in
+         * ordinary memory (and a core dump) for as long as it is used.
+         */
+
         p = ngx_snprintf(auth, sizeof(auth), "bearer %V", &ch->jwt);
-        ngx_http_timpush_nv("authorization", auth, p - auth);
+        ngx_http_timpush_nv_f("authorization", auth, p - auth,
+                              NGHTTP2_NV_FLAG_NO_INDEX);
+        note->jwt_iat = ch->jwt_iat;
     }
 
 #undef ngx_http_timpush_nv
@@ -1027,22 +679,28 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     dp.read_callback = ngx_http_timpush_apns_read_payload;
 
     id = nghttp2_submit_request(hc->session, NULL, nv, n, &dp, note);
+
+    /* the stack's copy of the token goes now */
+    ngx_explicit_memzero(auth, sizeof(auth));
+
     if (id < 0) {
         ngx_log_error(NGX_LOG_ERR, ch->log, 0,
-                      "timpush apns: nghttp2_submit_request() failed: %s",
+                      "timpush apns: %V: nghttp2_submit_request() failed: "
+                      "%s; the connection drains", &hc->peer->name,
                       nghttp2_strerror(id));
-        return NGX_ERROR;
+        return NGX_AGAIN;
     }
 
     note->conn = hc;
     note->stream_id = id;
     note->attempts++;
+    note->state = NGX_HTTP_TIMPUSH_NOTE_STREAM;
     ngx_queue_insert_tail(&hc->inflight, &note->link);
     hc->streams++;
-    hc->pc.connection->idle = 0;
 
     return NGX_OK;
 }
+
 
 
 static ssize_t
@@ -1079,706 +737,52 @@ ngx_http_timpush_apns_read_payload(nghttp2_session *session,
 }
 
 
-/* connections */
 
-static ngx_http_timpush_apns_peer_t *
-ngx_http_timpush_apns_next_peer(ngx_http_timpush_apns_channel_t *ch)
+/* a stream is over (apns_conn.c): its outcome, from a posted event */
+
+void
+ngx_http_timpush_apns_stream_over(ngx_http_timpush_apns_conn_t *hc,
+    ngx_http_timpush_apns_note_t *note, uint32_t error_code)
 {
-    time_t                         now;
-    ngx_uint_t                     i, n;
-    ngx_http_timpush_apns_peer_t  *peer;
-
-    peer = ch->peers->peers.elts;
-    n = ch->peers->peers.nelts;
-    now = ngx_time();
-
-    for (i = 0; i < n; i++) {
-        peer = (ngx_http_timpush_apns_peer_t *) ch->peers->peers.elts
-               + (ch->next_peer++ % n);
-
-        if (peer->down) {
-            continue;
-        }
-
-        if (peer->max_fails && peer->fails >= peer->max_fails
-            && now - peer->checked <= peer->fail_timeout)
-        {
-            continue;
-        }
-
-        return peer;
-    }
-
-    /* every peer failed: try them anyway rather than not at all */
-
-    return (ngx_http_timpush_apns_peer_t *) ch->peers->peers.elts
-           + (ch->next_peer++ % n);
-}
-
-
-static void
-ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc)
-{
-    ngx_int_t                         rc;
-    ngx_connection_t                 *c;
     ngx_http_timpush_apns_channel_t  *ch;
 
     ch = hc->channel;
 
-    hc->peer = ngx_http_timpush_apns_next_peer(ch);
-    hc->state = NGX_HTTP_TIMPUSH_APNS_CONNECTING;
-    hc->handshaken = 0;
-    hc->answers = 0;
-    hc->out_pos = 0;
-    hc->out_last = 0;
-    hc->ping_sent = 0;
+    ngx_queue_remove(&note->link);
+    note->conn = NULL;
 
-    ngx_memzero(&hc->pc, sizeof(ngx_peer_connection_t));
+    /* an answer counts only if whole: else the stream was not answered */
 
-    hc->pc.sockaddr = hc->peer->sockaddr;
-    hc->pc.socklen = hc->peer->socklen;
-    hc->pc.name = &hc->peer->name;
-    hc->pc.get = ngx_event_get_peer;
-    hc->pc.log = ch->log;
-    hc->pc.log_error = NGX_ERROR_ERR;
-
-    rc = ngx_event_connect_peer(&hc->pc);
-
-    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        if (hc->pc.connection) {
-            ngx_close_connection(hc->pc.connection);
-            hc->pc.connection = NULL;
-        }
-
-        hc->state = NGX_HTTP_TIMPUSH_APNS_CLOSED;
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    c = hc->pc.connection;
-
-    hc->pool = ngx_create_pool(1024, ch->log);
-    if (hc->pool == NULL) {
-        ngx_close_connection(c);
-        hc->pc.connection = NULL;
-        hc->state = NGX_HTTP_TIMPUSH_APNS_CLOSED;
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    c->data = hc;
-    c->pool = hc->pool;
-    c->read->handler = ngx_http_timpush_apns_connected;
-    c->write->handler = ngx_http_timpush_apns_connected;
-
-    ngx_add_timer(c->write, ngx_min(ngx_http_timpush_apns_conf->apns_timeout,
-                                    10000));
-
-    if (rc == NGX_OK) {
-        ngx_http_timpush_apns_connected(c->write);
-    }
-}
-
-
-static void
-ngx_http_timpush_apns_connected(ngx_event_t *ev)
-{
-    ngx_connection_t              *c = ev->data;
-    ngx_http_timpush_apns_conn_t  *hc = c->data;
-
-    ngx_str_t  host;
-
-    if (ev->timedout) {
-        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
-                      "timpush apns: %V: connect timed out",
-                      &hc->peer->name);
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    if (ngx_ssl_create_connection(hc->channel->cred->ssl, c,
-                                  NGX_SSL_BUFFER|NGX_SSL_CLIENT)
-        != NGX_OK)
-    {
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    host = hc->peer->host;
-
-    /* SNI takes names only, not addresses */
-
-    if (ngx_inet_addr(host.data, host.len) == INADDR_NONE
-#if (NGX_HAVE_INET6)
-        && ngx_inet6_addr(host.data, host.len, NULL) != NGX_OK
-#endif
-       )
-    {
-        u_char  name[256];
-
-        ngx_cpystrn(name, host.data, ngx_min(host.len + 1, sizeof(name)));
-
-        if (SSL_set_tlsext_host_name(c->ssl->connection, (char *) name)
-            != 1)
-        {
-            ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-            return;
-        }
-    }
-
-    ngx_http_timpush_apns_handshake(c);
-}
-
-
-static void
-ngx_http_timpush_apns_handshake(ngx_connection_t *c)
-{
-    ngx_int_t  rc;
-
-    rc = ngx_ssl_handshake(c);
-
-    if (rc == NGX_AGAIN) {
-        c->ssl->handler = ngx_http_timpush_apns_handshaked;
-        return;
-    }
-
-    ngx_http_timpush_apns_handshaked(c);
-}
-
-
-/* also called by nginx when the handshake is over or timed out */
-
-static void
-ngx_http_timpush_apns_handshaked(ngx_connection_t *c)
-{
-    ngx_http_timpush_apns_conn_t  *hc = c->data;
-
-    if (c->read->timedout || c->write->timedout) {
-        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
-                      "timpush apns: %V: TLS handshake timed out",
-                      &hc->peer->name);
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (!c->ssl->handshaked) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "timpush apns: %V: TLS handshake failed",
-                      &hc->peer->name);
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    if (ngx_http_timpush_apns_verify(hc) != NGX_OK) {
-        ngx_http_timpush_apns_fail(hc, "CertificateNotTrusted");
-        return;
-    }
-
-    if (ngx_http_timpush_apns_session(hc) != NGX_OK) {
-        ngx_http_timpush_apns_fail(hc, "ProtocolError");
-        return;
-    }
-}
-
-
-static ngx_int_t
-ngx_http_timpush_apns_verify(ngx_http_timpush_apns_conn_t *hc)
-{
-    long               rc;
-    X509              *cert;
-    u_char             name[256];
-    unsigned int       len;
-    ngx_connection_t  *c;
-    const u_char      *alpn;
-
-    c = hc->pc.connection;
-
-    rc = SSL_get_verify_result(c->ssl->connection);
-
-    if (rc != X509_V_OK) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "timpush apns: %V: the server certificate is not "
-                      "trusted: (%l:%s); nothing is sent to it",
-                      &hc->peer->name, rc, X509_verify_cert_error_string(rc));
-        return NGX_ERROR;
-    }
-
-    cert = SSL_get1_peer_certificate(c->ssl->connection);
-    if (cert == NULL) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "timpush apns: %V: no server certificate",
-                      &hc->peer->name);
-        return NGX_ERROR;
-    }
-
-    ngx_cpystrn(name, hc->peer->host.data,
-                ngx_min(hc->peer->host.len + 1, sizeof(name)));
-
-    if (X509_check_host(cert, (char *) name, 0, 0, NULL) != 1
-        && X509_check_ip_asc(cert, (char *) name, 0) != 1)
-    {
-        X509_free(cert);
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "timpush apns: %V: the server certificate is not "
-                      "for \"%s\"; nothing is sent to it",
-                      &hc->peer->name, name);
-        return NGX_ERROR;
-    }
-
-    X509_free(cert);
-
-    SSL_get0_alpn_selected(c->ssl->connection, &alpn, &len);
-
-    if (len != 2 || ngx_strncmp(alpn, "h2", 2) != 0) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "timpush apns: %V: the server did not choose HTTP/2 "
-                      "(ALPN h2)", &hc->peer->name);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_timpush_apns_session(ngx_http_timpush_apns_conn_t *hc)
-{
-    ngx_connection_t  *c;
-    nghttp2_settings_entry  iv[2];
-
-    c = hc->pc.connection;
-
-    if (nghttp2_session_client_new2(&hc->session,
-                                    ngx_http_timpush_apns_callbacks, hc,
-                                    ngx_http_timpush_apns_option)
-        != 0)
-    {
-        return NGX_ERROR;
-    }
-
-    iv[0].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
-    iv[0].value = 0;
-    iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
-    iv[1].value = 1 << 20;
-
-    if (nghttp2_submit_settings(hc->session, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
-        return NGX_ERROR;
-    }
-
-    hc->state = NGX_HTTP_TIMPUSH_APNS_READY;
-    hc->handshaken = 1;
-    hc->backoff = NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN;
-    hc->peer->fails = 0;
-
-    c->read->handler = ngx_http_timpush_apns_read_handler;
-    c->write->handler = ngx_http_timpush_apns_write_handler;
-
-    ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                  "timpush apns: credential %ui: connected to %V (%s)",
-                  hc->channel->cred->id, &hc->peer->name,
-                  ngx_http_timpush_apns_envs[hc->channel->cred->env]);
-
-    ngx_http_timpush_apns_dispatch(hc->channel);
-
-    if (ngx_http_timpush_apns_flush(hc) != NGX_OK) {
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return NGX_OK;
-    }
-
-    ngx_http_timpush_apns_idle(hc);
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_timpush_apns_read_handler(ngx_event_t *ev)
-{
-    ssize_t                        n, rc;
-    ngx_connection_t              *c = ev->data;
-    ngx_http_timpush_apns_conn_t  *hc = c->data;
-
-    if (c->close) {
-        /* worker exit: an idle connection goes */
-        ngx_http_timpush_apns_close(hc);
-        return;
-    }
-
-    /*
-     * On an error the answers collected so far are left to close(): it
-     * takes them once the connection is marked closed, so nothing they
-     * re-send goes onto this connection.
-     */
-
-    for ( ;; ) {
-        n = c->recv(c, hc->in, NGX_HTTP_TIMPUSH_APNS_IN_SIZE);
-
-        if (n == NGX_AGAIN) {
-            break;
-        }
-
-        if (n == 0 || n == NGX_ERROR) {
-            ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-            return;
-        }
-
-        rc = nghttp2_session_mem_recv(hc->session, hc->in, n);
-
-        if (rc < 0) {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "timpush apns: %V: %s", &hc->peer->name,
-                          nghttp2_strerror(rc));
-            ngx_http_timpush_apns_fail(hc, "ProtocolError");
-            return;
-        }
-
-        hc->ping_sent = 0;
-
-        if (!c->read->ready) {
-            /* drained: another read would only say so */
-            break;
-        }
-    }
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    /* answers first: they free streams for the notifications waiting */
-
-    ngx_http_timpush_apns_answered(hc);
-
-    if (hc->state == NGX_HTTP_TIMPUSH_APNS_CLOSED) {
-        return;
-    }
-
-    ngx_http_timpush_apns_dispatch(hc->channel);
-    ngx_http_timpush_apns_write_handler(c->write);
-}
-
-
-static void
-ngx_http_timpush_apns_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t              *c = ev->data;
-    ngx_http_timpush_apns_conn_t  *hc = c->data;
-
-    if (ngx_http_timpush_apns_flush(hc) != NGX_OK) {
-        ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-        return;
-    }
-
-    ngx_http_timpush_apns_idle(hc);
-}
-
-
-/* frames out of nghttp2 into our buffer, our buffer into the socket */
-
-static ngx_int_t
-ngx_http_timpush_apns_flush(ngx_http_timpush_apns_conn_t *hc)
-{
-    ssize_t             n;
-    const uint8_t      *data;
-    ngx_connection_t   *c;
-
-    c = hc->pc.connection;
-
-    for ( ;; ) {
-        if (hc->out_pos == hc->out_last) {
-            hc->out_pos = 0;
-            hc->out_last = 0;
-
-            /*
-             * Frames are taken while the largest one still fits: DATA
-             * frames are at most 16 KiB, and our HEADERS far smaller.
-             */
-
-            while (hc->out_last <= NGX_HTTP_TIMPUSH_APNS_OUT_SIZE
-                                   - NGX_HTTP_TIMPUSH_APNS_FRAME_MAX)
-            {
-                n = nghttp2_session_mem_send(hc->session, &data);
-
-                if (n < 0) {
-                    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                                  "timpush apns: %V: %s", &hc->peer->name,
-                                  nghttp2_strerror(n));
-                    return NGX_ERROR;
-                }
-
-                if (n == 0) {
-                    break;
-                }
-
-                if ((size_t) n > NGX_HTTP_TIMPUSH_APNS_OUT_SIZE
-                                 - hc->out_last)
-                {
-                    ngx_log_error(NGX_LOG_ALERT, c->log, 0,
-                                  "timpush apns: a frame of %z bytes does "
-                                  "not fit", n);
-                    return NGX_ERROR;
-                }
-
-                ngx_memcpy(hc->out + hc->out_last, data, n);
-                hc->out_last += n;
-            }
-
-            if (hc->out_last == 0) {
-                break;
-            }
-        }
-
-        n = c->send(c, hc->out + hc->out_pos, hc->out_last - hc->out_pos);
-
-        if (n == NGX_AGAIN) {
-            break;
-        }
-
-        if (n == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        hc->out_pos += n;
-    }
-
-    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_timpush_apns_post_flush(ngx_http_timpush_apns_conn_t *hc)
-{
-    ngx_event_t  *wev;
-
-    wev = hc->pc.connection->write;
-
-    if (!wev->posted) {
-        ngx_post_event(wev, &ngx_posted_events);
-    }
-}
-
-
-/* a connection with nothing on it: PING it, or close it if it must go */
-
-static void
-ngx_http_timpush_apns_idle(ngx_http_timpush_apns_conn_t *hc)
-{
-    ngx_connection_t  *c;
-
-    c = hc->pc.connection;
-
-    if (hc->state == NGX_HTTP_TIMPUSH_APNS_CLOSED || c == NULL) {
-        return;
-    }
-
-    if (hc->state == NGX_HTTP_TIMPUSH_APNS_DRAINING && hc->streams == 0) {
-
-        if (hc->answers == 0) {
-            /* sent away before answering anything: not at once again */
-            ngx_http_timpush_apns_fail(hc, "ConnectionFailed");
-            return;
-        }
-
-        ngx_http_timpush_apns_close(hc);
-
-        /* its replacement, if notifications wait */
-        ngx_http_timpush_apns_dispatch(hc->channel);
-        return;
-    }
-
-    if (ngx_exiting && hc->streams == 0) {
-        ngx_http_timpush_apns_close(hc);
-        return;
-    }
-
-    if (hc->streams == 0) {
-        c->idle = 1;
-
-        if (!hc->ping.timer_set) {
-            ngx_add_timer(&hc->ping, NGX_HTTP_TIMPUSH_APNS_PING);
-        }
-
-    } else {
-        c->idle = 0;
-
-        if (hc->ping.timer_set) {
-            ngx_del_timer(&hc->ping);
-        }
-    }
-}
-
-
-static void
-ngx_http_timpush_apns_ping_handler(ngx_event_t *ev)
-{
-    ngx_http_timpush_apns_conn_t *hc = ev->data;
-
-    if (hc->state != NGX_HTTP_TIMPUSH_APNS_READY) {
-        return;
-    }
-
-    if (hc->ping_sent) {
-        ngx_log_error(NGX_LOG_INFO, hc->channel->log, 0,
-                      "timpush apns: %V: no answer to PING, closing",
-                      &hc->peer->name);
-        ngx_http_timpush_apns_close(hc);
-        return;
-    }
-
-    if (nghttp2_submit_ping(hc->session, NGHTTP2_FLAG_NONE, NULL) != 0
-        || ngx_http_timpush_apns_flush(hc) != NGX_OK)
-    {
-        ngx_http_timpush_apns_close(hc);
-        return;
-    }
-
-    hc->ping_sent = 1;
-    ngx_add_timer(&hc->ping, NGX_HTTP_TIMPUSH_APNS_PING);
-}
-
-
-static void
-ngx_http_timpush_apns_reconnect_handler(ngx_event_t *ev)
-{
-    ngx_http_timpush_apns_conn_t *hc = ev->data;
-
-    if (hc->state == NGX_HTTP_TIMPUSH_APNS_CLOSED
-        && !ngx_queue_empty(&hc->channel->waiting))
-    {
-        ngx_http_timpush_apns_connect(hc);
-    }
-}
-
-
-/*
- * The connection failed: its streams are answered again later on another
- * connection, and it is made again after a backoff if there is demand.
- */
-
-static void
-ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
-    const char *reason)
-{
-    ngx_http_timpush_apns_peer_t     *peer;
-    ngx_http_timpush_apns_channel_t  *ch;
-
-    ch = hc->channel;
-    peer = hc->peer;
-
-    if (!hc->handshaken && peer) {
-        peer->fails++;
-        peer->checked = ngx_time();
-
-        ch->last_error.data = (u_char *) reason;
-        ch->last_error.len = ngx_strlen(reason);
-
-        ngx_log_error(NGX_LOG_ERR, ch->log, 0,
-                      "timpush apns: credential %ui (%s): cannot connect to "
-                      "%V: %s; retrying in %M ms", ch->cred->id,
-                      ngx_http_timpush_apns_envs[ch->cred->env],
-                      &peer->name, reason, hc->backoff);
-    }
-
-    /* the backoff first: what close() re-sends must not reopen this one */
-
-    if (!hc->reconnect.timer_set && !ngx_exiting) {
-        ngx_add_timer(&hc->reconnect, hc->backoff);
-        hc->backoff = ngx_min(hc->backoff * 2,
-                              NGX_HTTP_TIMPUSH_APNS_BACKOFF_MAX);
-    }
-
-    ngx_http_timpush_apns_close(hc);
-
-    /* other connections may take what this one held */
-    ngx_http_timpush_apns_dispatch(ch);
-}
-
-
-/*
- * The connection is torn down first; only then are its notifications
- * given their outcome, which may re-send them and open connections.
- */
-
-static void
-ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc)
-{
-    ngx_queue_t                   *q;
-    ngx_connection_t              *c;
-    ngx_http_timpush_apns_note_t  *note;
-
-    c = hc->pc.connection;
-
-    hc->state = NGX_HTTP_TIMPUSH_APNS_CLOSED;
-    hc->pc.connection = NULL;
-    hc->streams = 0;
-
-    if (hc->ping.timer_set) {
-        ngx_del_timer(&hc->ping);
-    }
-
-    if (hc->session) {
-        /* no stream callbacks from here: nghttp2 just frees */
-        nghttp2_session_del(hc->session);
-        hc->session = NULL;
-    }
-
-    /* notes on streams never answered: to be sent again elsewhere */
-
-    while (!ngx_queue_empty(&hc->inflight)) {
-        q = ngx_queue_head(&hc->inflight);
-        ngx_queue_remove(q);
-        note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, link);
+    if (error_code != NGHTTP2_NO_ERROR) {
         note->status = 0;
-        ngx_queue_insert_tail(&hc->answered, &note->queue);
     }
 
-    if (c) {
-        if (c->ssl) {
-            c->ssl->no_wait_shutdown = 1;
-            c->ssl->no_send_shutdown = 1;
-            (void) ngx_ssl_shutdown(c);
-        }
+    note->refused_now = (error_code == NGHTTP2_REFUSED_STREAM);
+    note->avoid = hc;
 
-        ngx_close_connection(c);
+    note->state = NGX_HTTP_TIMPUSH_NOTE_ANSWERED;
+    ngx_queue_insert_tail(&ch->answered, &note->queue);
+
+    if (!ch->outcomes.posted && !ngx_http_timpush_apns.exiting) {
+        ngx_post_event(&ch->outcomes, &ngx_posted_events);
     }
-
-    if (hc->pool) {
-        ngx_destroy_pool(hc->pool);
-        hc->pool = NULL;
-    }
-
-    if (ngx_http_timpush_apns_exiting) {
-        /* the requests waiting for answers go with the process */
-        ngx_queue_init(&hc->answered);
-        return;
-    }
-
-    ngx_http_timpush_apns_answered(hc);
 }
 
 
-/* answers collected during nghttp2_session_mem_recv() */
-
 static void
-ngx_http_timpush_apns_answered(ngx_http_timpush_apns_conn_t *hc)
+ngx_http_timpush_apns_outcomes_handler(ngx_event_t *ev)
 {
+    ngx_http_timpush_apns_channel_t *ch = ev->data;
+
     ngx_queue_t                   *q;
     ngx_http_timpush_apns_note_t  *note;
 
-    while (!ngx_queue_empty(&hc->answered)) {
-        q = ngx_queue_head(&hc->answered);
+    while (!ngx_queue_empty(&ch->answered)) {
+        q = ngx_queue_head(&ch->answered);
         ngx_queue_remove(q);
 
         note = ngx_queue_data(q, ngx_http_timpush_apns_note_t, queue);
-        note->conn = NULL;
+        note->state = NGX_HTTP_TIMPUSH_NOTE_IDLE;
 
         ngx_http_timpush_apns_outcome(note);
     }
@@ -1790,40 +794,47 @@ ngx_http_timpush_apns_answered(ngx_http_timpush_apns_conn_t *hc)
 static void
 ngx_http_timpush_apns_outcome(ngx_http_timpush_apns_note_t *note)
 {
-    ngx_http_timpush_apns_channel_t  *ch;
+    ngx_msec_t  delay;
 
-    if (note->finished) {
-        return;
-    }
-
-    ch = &ngx_http_timpush_apns_channels[note->cred->index];
+    delay = NGX_HTTP_TIMPUSH_APNS_RETRY_MIN << ngx_min(note->attempts, 5);
+    delay = ngx_min(delay, NGX_HTTP_TIMPUSH_APNS_RETRY_MAX);
 
     switch (note->status) {
 
     case 0:
-        /* no answer: the connection failed, or the stream was refused */
-        ngx_http_timpush_apns_again(note, note->stream_id == -1);
+        if (note->refused_now) {
+            /*
+             * REFUSED_STREAM, or above a GOAWAY's last stream: not
+             * processed, safe to send again, on another connection,
+             * after a backoff, a few times at most.
+             */
+
+            if (++note->refused > NGX_HTTP_TIMPUSH_APNS_REFUSED_MAX) {
+                note->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+                ngx_str_set(&note->reason, "StreamRefused");
+                break;
+            }
+
+            ngx_http_timpush_apns_again(note,
+                             NGX_HTTP_TIMPUSH_APNS_RETRY_MIN << note->refused);
+            return;
+        }
+
+        /* the connection failed, or the stream was reset */
+        ngx_http_timpush_apns_again(note, delay);
         return;
 
     case 429:
     case 500:
     case 503:
         ngx_http_timpush_apns_reason(note);
-        ngx_http_timpush_apns_again(note, 0);
+        ngx_http_timpush_apns_again(note, delay);
         return;
 
     case 403:
         ngx_http_timpush_apns_reason(note);
 
-        if (note->reason.len == 20
-            && ngx_strncmp(note->reason.data, "ExpiredProviderToken", 20)
-               == 0
-            && note->cred->auth == NGX_HTTP_TIMPUSH_AUTH_TOKEN
-            && !note->jwt_renewed
-            && ngx_http_timpush_apns_jwt(ch, 1) == NGX_OK)
-        {
-            note->jwt_renewed = 1;
-            ngx_http_timpush_apns_again(note, 1);
+        if (ngx_http_timpush_apns_expired_token(note)) {
             return;
         }
 
@@ -1838,27 +849,54 @@ ngx_http_timpush_apns_outcome(ngx_http_timpush_apns_note_t *note)
 }
 
 
-/* back to the queue, at once or after a backoff, while time is left */
+/*
+ * ExpiredProviderToken: every notification sent with a token older than
+ * the current one goes again with the current one; one sent with the
+ * current one has it made anew (apns_jwt.c refuses to more often than
+ * every 20 minutes, and says why).  Once per notification.
+ */
+
+static ngx_uint_t
+ngx_http_timpush_apns_expired_token(ngx_http_timpush_apns_note_t *note)
+{
+    ngx_http_timpush_apns_channel_t  *ch;
+
+    if (note->reason.len != 20
+        || ngx_strncmp(note->reason.data, "ExpiredProviderToken", 20) != 0
+        || note->cred->auth != NGX_HTTP_TIMPUSH_AUTH_TOKEN
+        || note->jwt_retried)
+    {
+        return 0;
+    }
+
+    ch = &ngx_http_timpush_apns.channels[note->cred->index];
+
+    if (note->jwt_iat == ch->jwt_iat
+        && ngx_http_timpush_apns_jwt(ch, 1) != NGX_OK)
+    {
+        return 0;
+    }
+
+    note->jwt_retried = 1;
+    note->avoid = NULL;
+    ngx_http_timpush_apns_again(note, 0);
+
+    return 1;
+}
+
+
+/* to the queue, at once or after a backoff, while time is left */
 
 static void
 ngx_http_timpush_apns_again(ngx_http_timpush_apns_note_t *note,
-    ngx_uint_t now)
+    ngx_msec_t delay)
 {
-    ngx_msec_t                        delay, left;
-    ngx_http_timpush_apns_channel_t  *ch;
+    ngx_msec_t  left;
 
-    ch = &ngx_http_timpush_apns_channels[note->cred->index];
-
-    if (now) {
-        ngx_queue_insert_head(&ch->waiting, &note->queue);
-        ch->nwaiting++;
-        note->queued = 1;
-        ngx_http_timpush_apns_dispatch(ch);
+    if (delay == 0) {
+        ngx_http_timpush_apns_wait(note);
         return;
     }
-
-    delay = NGX_HTTP_TIMPUSH_APNS_RETRY_MIN << ngx_min(note->attempts, 5);
-    delay = ngx_min(delay, NGX_HTTP_TIMPUSH_APNS_RETRY_MAX);
 
     left = note->deadline.timer_set
            ? (ngx_msec_t) (note->deadline.timer.key - ngx_current_msec) : 0;
@@ -1868,7 +906,23 @@ ngx_http_timpush_apns_again(ngx_http_timpush_apns_note_t *note,
         return;
     }
 
+    note->state = NGX_HTTP_TIMPUSH_NOTE_BACKOFF;
     ngx_add_timer(&note->retry, delay);
+}
+
+
+static void
+ngx_http_timpush_apns_wait(ngx_http_timpush_apns_note_t *note)
+{
+    ngx_http_timpush_apns_channel_t  *ch;
+
+    ch = &ngx_http_timpush_apns.channels[note->cred->index];
+
+    ngx_queue_insert_head(&ch->waiting, &note->queue);
+    ch->nwaiting++;
+    note->state = NGX_HTTP_TIMPUSH_NOTE_WAITING;
+
+    ngx_http_timpush_apns_kick(ch);
 }
 
 
@@ -1877,25 +931,36 @@ ngx_http_timpush_apns_retry_handler(ngx_event_t *ev)
 {
     ngx_http_timpush_apns_note_t *note = ev->data;
 
-    ngx_http_timpush_apns_again(note, 1);
+    ngx_http_timpush_apns_wait(note);
 }
 
+
+/*
+ * The deadline: whatever state the note is in, it ends now.  An answer
+ * not yet whole (a status, the body still to come) is no answer.
+ */
 
 static void
 ngx_http_timpush_apns_deadline_handler(ngx_event_t *ev)
 {
     ngx_http_timpush_apns_note_t *note = ev->data;
 
+    ngx_uint_t                        streaming;
     ngx_http_timpush_apns_channel_t  *ch;
 
-    ch = &ngx_http_timpush_apns_channels[note->cred->index];
+    ch = &ngx_http_timpush_apns.channels[note->cred->index];
+
+    streaming = (note->state == NGX_HTTP_TIMPUSH_NOTE_STREAM);
 
     ngx_http_timpush_apns_detach(note);
 
-    if (note->status == 0) {
-        /* never answered: say why if the connection is what failed */
+    if (streaming) {
+        note->status = 0;
+    }
 
+    if (note->status == 0) {
         if (note->attempts == 0 && !ngx_http_timpush_apns_ready(ch)) {
+            /* never sent: say why if the connection is what failed */
             note->status = NGX_HTTP_BAD_GATEWAY;
             note->reason = ch->last_error;
 
@@ -1909,7 +974,7 @@ ngx_http_timpush_apns_deadline_handler(ngx_event_t *ev)
 }
 
 
-/* off the queue, the retry timer and its stream */
+/* out of whatever holds the note now */
 
 static void
 ngx_http_timpush_apns_detach(ngx_http_timpush_apns_note_t *note)
@@ -1917,36 +982,48 @@ ngx_http_timpush_apns_detach(ngx_http_timpush_apns_note_t *note)
     ngx_http_timpush_apns_conn_t     *hc;
     ngx_http_timpush_apns_channel_t  *ch;
 
-    ch = &ngx_http_timpush_apns_channels[note->cred->index];
+    ch = &ngx_http_timpush_apns.channels[note->cred->index];
 
-    if (note->queued) {
+    switch (note->state) {
+
+    case NGX_HTTP_TIMPUSH_NOTE_WAITING:
         ngx_queue_remove(&note->queue);
         ch->nwaiting--;
-        note->queued = 0;
-    }
+        break;
 
-    if (note->retry.timer_set) {
-        ngx_del_timer(&note->retry);
+    case NGX_HTTP_TIMPUSH_NOTE_BACKOFF:
+        if (note->retry.timer_set) {
+            ngx_del_timer(&note->retry);
+        }
+
+        break;
+
+    case NGX_HTTP_TIMPUSH_NOTE_STREAM:
+        hc = note->conn;
+        ngx_queue_remove(&note->link);
+
+        /* the stream stays counted until nghttp2 has closed it */
+
+        if (hc->session) {
+            nghttp2_session_set_stream_user_data(hc->session,
+                                                 note->stream_id, NULL);
+            (void) nghttp2_submit_rst_stream(hc->session, NGHTTP2_FLAG_NONE,
+                                             note->stream_id, NGHTTP2_CANCEL);
+            ngx_http_timpush_apns_post_flush(hc);
+        }
+
+        break;
+
+    case NGX_HTTP_TIMPUSH_NOTE_ANSWERED:
+        ngx_queue_remove(&note->queue);
+        break;
     }
 
     if (note->deadline.timer_set) {
         ngx_del_timer(&note->deadline);
     }
 
-    hc = note->conn;
-
-    if (hc) {
-        ngx_queue_remove(&note->link);
-    }
-
-    if (hc && hc->session) {
-        nghttp2_session_set_stream_user_data(hc->session, note->stream_id,
-                                             NULL);
-        (void) nghttp2_submit_rst_stream(hc->session, NGHTTP2_FLAG_NONE,
-                                         note->stream_id, NGHTTP2_CANCEL);
-        ngx_http_timpush_apns_post_flush(hc);
-    }
-
+    note->state = NGX_HTTP_TIMPUSH_NOTE_IDLE;
     note->conn = NULL;
 }
 
@@ -1954,13 +1031,7 @@ ngx_http_timpush_apns_detach(ngx_http_timpush_apns_note_t *note)
 static void
 ngx_http_timpush_apns_finish(ngx_http_timpush_apns_note_t *note)
 {
-    if (note->retry.timer_set) {
-        ngx_del_timer(&note->retry);
-    }
-
-    if (note->deadline.timer_set) {
-        ngx_del_timer(&note->deadline);
-    }
+    ngx_http_timpush_apns_detach(note);
 
     note->finished = 1;
     note->done(note);
@@ -2026,228 +1097,4 @@ ngx_http_timpush_apns_reason(ngx_http_timpush_apns_note_t *note)
     if (note->reason.len == 0) {
         ngx_str_set(&note->reason, "Unknown");
     }
-}
-
-
-/* nghttp2 callbacks: they only record */
-
-static int
-ngx_http_timpush_apns_on_header(nghttp2_session *session,
-    const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
-    const uint8_t *value, size_t valuelen, uint8_t flags, void *data)
-{
-    ngx_http_timpush_apns_note_t  *note;
-
-    if (frame->hd.type != NGHTTP2_HEADERS) {
-        return 0;
-    }
-
-    note = nghttp2_session_get_stream_user_data(session,
-                                                frame->hd.stream_id);
-    if (note == NULL) {
-        return 0;
-    }
-
-    if (namelen == 7 && ngx_strncmp(name, ":status", 7) == 0) {
-        note->status = ngx_atoi((u_char *) value, valuelen);
-        if (note->status == (ngx_uint_t) NGX_ERROR) {
-            note->status = 0;
-        }
-    }
-
-    return 0;
-}
-
-
-static int
-ngx_http_timpush_apns_on_data(nghttp2_session *session, uint8_t flags,
-    int32_t stream_id, const uint8_t *buf, size_t len, void *data)
-{
-    size_t                         n;
-    ngx_http_timpush_apns_note_t  *note;
-
-    note = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (note == NULL) {
-        return 0;
-    }
-
-    n = ngx_min(len, sizeof(note->body) - note->body_len);
-    ngx_memcpy(note->body + note->body_len, buf, n);
-    note->body_len += n;
-
-    return 0;
-}
-
-
-static int
-ngx_http_timpush_apns_on_frame(nghttp2_session *session,
-    const nghttp2_frame *frame, void *data)
-{
-    ngx_http_timpush_apns_conn_t *hc = data;
-
-    if (frame->hd.type == NGHTTP2_GOAWAY) {
-        ngx_log_error(NGX_LOG_INFO, hc->channel->log, 0,
-                      "timpush apns: %V: GOAWAY (error %ud, last stream "
-                      "%D): draining", &hc->peer->name,
-                      frame->goaway.error_code,
-                      frame->goaway.last_stream_id);
-
-        hc->state = NGX_HTTP_TIMPUSH_APNS_DRAINING;
-    }
-
-    return 0;
-}
-
-
-static int
-ngx_http_timpush_apns_on_close(nghttp2_session *session, int32_t stream_id,
-    uint32_t error_code, void *data)
-{
-    ngx_http_timpush_apns_conn_t *hc = data;
-
-    ngx_http_timpush_apns_note_t  *note;
-
-    if (hc->streams) {
-        hc->streams--;
-    }
-
-    note = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (note == NULL) {
-        return 0;
-    }
-
-    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-    ngx_queue_remove(&note->link);
-
-    if (note->status) {
-        hc->answers++;
-    }
-
-    if (note->status == 0 && error_code == NGHTTP2_REFUSED_STREAM) {
-        /* not processed (GOAWAY, REFUSED_STREAM): send it again now */
-        note->stream_id = -1;
-
-    } else if (note->status == 0) {
-        note->stream_id = 0;
-    }
-
-    ngx_queue_insert_tail(&hc->answered, &note->queue);
-
-    return 0;
-}
-
-
-/*
- * The provider token: ES256 over {"alg":"ES256","kid":...}.{"iss":...,
- * "iat":...}, reused for 50 minutes and never made more often than every
- * 20 (APNs answers TooManyProviderTokenUpdates).
- */
-
-static ngx_int_t
-ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
-    ngx_uint_t renew)
-{
-    int                             ok;
-    time_t                          now;
-    size_t                          siglen;
-    u_char                         *p;
-    u_char                          json[256], der[128], raw[64];
-    ngx_str_t                       src, dst, signing;
-    EVP_MD_CTX                     *md;
-    ECDSA_SIG                      *sig;
-    const BIGNUM                   *r, *s;
-    const u_char                   *dp;
-    ngx_http_timpush_credential_t  *cred;
-
-    now = ngx_time();
-    cred = ch->cred;
-
-    if (ch->jwt.len) {
-        if (!renew && now - ch->jwt_iat < NGX_HTTP_TIMPUSH_JWT_REUSE) {
-            return NGX_OK;
-        }
-
-        if (renew && now - ch->jwt_iat < NGX_HTTP_TIMPUSH_JWT_MIN_AGE) {
-            ngx_log_error(NGX_LOG_ERR, ch->log, 0,
-                          "timpush apns: credential %ui: APNs says the "
-                          "token made %T s ago expired; is the clock "
-                          "right?", cred->id, now - ch->jwt_iat);
-            return NGX_DECLINED;
-        }
-    }
-
-    /* header.claims, base64url */
-
-    p = ch->jwt_buf;
-
-    src.data = json;
-    src.len = ngx_sprintf(json, "{\"alg\":\"ES256\",\"kid\":\"%V\"}",
-                          &cred->key_id) - json;
-    dst.data = p;
-    ngx_encode_base64url(&dst, &src);
-    p += dst.len;
-    *p++ = '.';
-
-    src.len = ngx_sprintf(json, "{\"iss\":\"%V\",\"iat\":%T}",
-                          &cred->team_id, now) - json;
-    dst.data = p;
-    ngx_encode_base64url(&dst, &src);
-    p += dst.len;
-
-    signing.data = ch->jwt_buf;
-    signing.len = p - ch->jwt_buf;
-
-    md = EVP_MD_CTX_new();
-    if (md == NULL) {
-        return NGX_ERROR;
-    }
-
-    siglen = sizeof(der);
-
-    ok = EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, cred->pkey) == 1
-         && EVP_DigestSign(md, der, &siglen, signing.data, signing.len) == 1;
-
-    EVP_MD_CTX_free(md);
-
-    if (!ok) {
-        ngx_ssl_error(NGX_LOG_ERR, ch->log, 0,
-                      "timpush apns: credential %ui: signing the provider "
-                      "token failed", cred->id);
-        return NGX_ERROR;
-    }
-
-    /* JWS wants the raw R || S, OpenSSL gives DER */
-
-    dp = der;
-    sig = d2i_ECDSA_SIG(NULL, &dp, siglen);
-    if (sig == NULL) {
-        return NGX_ERROR;
-    }
-
-    ECDSA_SIG_get0(sig, &r, &s);
-
-    ok = BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32;
-
-    ECDSA_SIG_free(sig);
-
-    if (!ok) {
-        return NGX_ERROR;
-    }
-
-    *p++ = '.';
-    src.data = raw;
-    src.len = 64;
-    dst.data = p;
-    ngx_encode_base64url(&dst, &src);
-    p += dst.len;
-
-    ch->jwt.data = ch->jwt_buf;
-    ch->jwt.len = p - ch->jwt_buf;
-    ch->jwt_iat = now;
-
-    ngx_log_error(NGX_LOG_INFO, ch->log, 0,
-                  "timpush apns: credential %ui: new provider token",
-                  cred->id);
-
-    return NGX_OK;
 }

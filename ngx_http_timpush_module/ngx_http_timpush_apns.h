@@ -61,15 +61,19 @@ struct ngx_http_timpush_apns_note_s {
     ngx_queue_t                      link;          /* on a connection */
     ngx_event_t                      deadline;
     ngx_event_t                      retry;
-    void                            *conn;
+    void                            *conn;          /* its stream's */
+    void                            *avoid;         /* last connection */
     int32_t                          stream_id;
+    time_t                           jwt_iat;       /* token sent with */
+    ngx_uint_t                       state;
     ngx_uint_t                       attempts;
+    ngx_uint_t                       refused;       /* REFUSED_STREAMs */
     ngx_uint_t                       part;
     size_t                           offset;
     u_char                           body[128];
     size_t                           body_len;
-    unsigned                         queued:1;
-    unsigned                         jwt_renewed:1;
+    unsigned                         refused_now:1;
+    unsigned                         jwt_retried:1;
     unsigned                         finished:1;
 };
 

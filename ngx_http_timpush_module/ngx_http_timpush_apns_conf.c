@@ -1,0 +1,344 @@
+
+/*
+ * Copyright (C) timpush authors
+ *
+ * The APNs transport's configuration: where each environment's
+ * notifications go (an upstream{} block, or Apple's hosts resolved when
+ * the configuration is read) and each credential's TLS context.
+ */
+
+
+#include "ngx_http_timpush_apns_int.h"
+
+
+static ngx_int_t ngx_http_timpush_apns_peers(ngx_conf_t *cf,
+    ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t env);
+static ngx_int_t ngx_http_timpush_apns_peers_upstream(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_str_t *name);
+static ngx_int_t ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_uint_t env);
+static void ngx_http_timpush_apns_peer_host(ngx_str_t *server,
+    ngx_str_t *host);
+static ngx_int_t ngx_http_timpush_apns_ssl(ngx_conf_t *cf,
+    ngx_http_timpush_main_conf_t *tmcf, ngx_http_timpush_credential_t *cred);
+
+
+static ngx_str_t  ngx_http_timpush_apns_hosts[] = {
+    ngx_string("api.sandbox.push.apple.com:443"),
+    ngx_string("api.push.apple.com:443")
+};
+
+const char  *ngx_http_timpush_apns_envs[] = {
+    "sandbox", "production"
+};
+
+
+char *
+ngx_http_timpush_apns_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_timpush_main_conf_t *tmcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   env;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "sandbox") == 0) {
+        env = NGX_HTTP_TIMPUSH_ENV_SANDBOX;
+
+    } else if (ngx_strcmp(value[1].data, "production") == 0) {
+        env = NGX_HTTP_TIMPUSH_ENV_PRODUCTION;
+
+    } else {
+        return "takes \"sandbox\" or \"production\" first";
+    }
+
+    if (tmcf->apns_upstream[env].len) {
+        return "is duplicate";
+    }
+
+    tmcf->apns_upstream[env] = value[2];
+
+    return NGX_CONF_OK;
+}
+
+
+/* after the upstream blocks are ready: peers and TLS contexts */
+
+char *
+ngx_http_timpush_apns_init_conf(ngx_conf_t *cf,
+    ngx_http_timpush_main_conf_t *tmcf)
+{
+    ngx_uint_t                       i, env, used[2];
+    ngx_http_timpush_credential_t  **cred;
+
+    used[0] = 0;
+    used[1] = 0;
+
+    cred = tmcf->credentials.elts;
+
+    for (i = 0; i < tmcf->credentials.nelts; i++) {
+        cred[i]->index = i;
+        used[cred[i]->env] = 1;
+
+        if (ngx_http_timpush_apns_ssl(cf, tmcf, cred[i]) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (env = 0; env < 2; env++) {
+        if (used[env] || tmcf->apns_upstream[env].len) {
+            if (ngx_http_timpush_apns_peers(cf, tmcf, env) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_apns_peers(ngx_conf_t *cf,
+    ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t env)
+{
+    ngx_http_timpush_apns_peers_t  *peers;
+
+    peers = ngx_pcalloc(cf->pool, sizeof(ngx_http_timpush_apns_peers_t));
+    if (peers == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_array_init(&peers->peers, cf->pool, 4,
+                       sizeof(ngx_http_timpush_apns_peer_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    tmcf->apns_peers[env] = peers;
+
+    if (tmcf->apns_upstream[env].len) {
+        return ngx_http_timpush_apns_peers_upstream(cf, peers,
+                                                   &tmcf->apns_upstream[env]);
+    }
+
+    return ngx_http_timpush_apns_peers_default(cf, peers, env);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_apns_peers_upstream(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_str_t *name)
+{
+    ngx_uint_t                        i;
+    ngx_http_upstream_rr_peer_t      *rp;
+    ngx_http_upstream_rr_peers_t     *rr;
+    ngx_http_timpush_apns_peer_t     *p;
+    ngx_http_upstream_srv_conf_t    **uscfp;
+    ngx_http_upstream_main_conf_t    *umcf;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+        if (uscfp[i]->srv_conf != NULL
+            && uscfp[i]->host.len == name->len
+            && ngx_strncmp(uscfp[i]->host.data, name->data, name->len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == umcf->upstreams.nelts) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush_apns_upstream: no upstream \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    /* NULL means round robin, the default */
+
+    if (uscfp[i]->peer.init_upstream != NULL
+        && uscfp[i]->peer.init_upstream != ngx_http_upstream_init_round_robin)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush_apns_upstream: upstream \"%V\" must use the "
+                      "default round robin balancer", name);
+        return NGX_ERROR;
+    }
+
+    peers->name = *name;
+    rr = uscfp[i]->peer.data;
+
+    for (rp = rr->peer; rp; rp = rp->next) {
+        p = ngx_array_push(&peers->peers);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(p, sizeof(ngx_http_timpush_apns_peer_t));
+
+        p->sockaddr = rp->sockaddr;
+        p->socklen = rp->socklen;
+        p->name = rp->name;
+        p->max_fails = rp->max_fails;
+        p->fail_timeout = rp->fail_timeout;
+        p->down = rp->down;
+
+        ngx_http_timpush_apns_peer_host(&rp->server, &p->host);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Apple's hosts, resolved once, when the configuration is read */
+
+static ngx_int_t
+ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_uint_t env)
+{
+    ngx_uint_t                     i;
+    ngx_url_t                      u;
+    ngx_http_timpush_apns_peer_t  *p;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = ngx_http_timpush_apns_hosts[env];
+    u.default_port = 443;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush: cannot resolve \"%V\" for the %s "
+                      "credentials (%s): set \"timpush_apns_upstream %s\"",
+                      &u.url, ngx_http_timpush_apns_envs[env],
+                      u.err ? u.err : "no address",
+                      ngx_http_timpush_apns_envs[env]);
+        return NGX_ERROR;
+    }
+
+    peers->name = u.url;
+
+    for (i = 0; i < u.naddrs; i++) {
+        p = ngx_array_push(&peers->peers);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(p, sizeof(ngx_http_timpush_apns_peer_t));
+
+        p->sockaddr = u.addrs[i].sockaddr;
+        p->socklen = u.addrs[i].socklen;
+        p->name = u.addrs[i].name;
+        p->max_fails = 1;
+        p->fail_timeout = 10;
+        p->host = u.host;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_timpush_apns_peer_host(ngx_str_t *server, ngx_str_t *host)
+{
+    u_char  *p, *last;
+
+    *host = *server;
+    last = server->data + server->len;
+
+    if (server->len && server->data[0] == '[') {
+        p = ngx_strlchr(server->data, last, ']');
+        if (p) {
+            host->data = server->data + 1;
+            host->len = p - host->data;
+        }
+
+        return;
+    }
+
+    p = ngx_strlchr(server->data, last, ':');
+    if (p) {
+        host->len = p - server->data;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_timpush_apns_ssl(ngx_conf_t *cf, ngx_http_timpush_main_conf_t *tmcf,
+    ngx_http_timpush_credential_t *cred)
+{
+    int                  i;
+    ngx_ssl_t           *ssl;
+    ngx_pool_cleanup_t  *cln;
+
+    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ssl->log = cf->log;
+
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = ssl;
+
+    if (SSL_CTX_set_alpn_protos(ssl->ctx, (u_char *) "\x02h2", 3) != 0) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0, "SSL_CTX_set_alpn_protos()");
+        return NGX_ERROR;
+    }
+
+    if (cred->auth == NGX_HTTP_TIMPUSH_AUTH_CERTIFICATE) {
+        if (SSL_CTX_use_certificate(ssl->ctx, cred->cert) != 1
+            || SSL_CTX_use_PrivateKey(ssl->ctx, cred->pkey) != 1)
+        {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "timpush_credential %ui: cannot use the "
+                          "certificate of \"%V\"", cred->id, &cred->file);
+            return NGX_ERROR;
+        }
+
+        for (i = 0; cred->chain && i < sk_X509_num(cred->chain); i++) {
+            if (SSL_CTX_add1_chain_cert(ssl->ctx,
+                                        sk_X509_value(cred->chain, i))
+                != 1)
+            {
+                ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                              "SSL_CTX_add1_chain_cert()");
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    /* the APNs server is always verified */
+
+    if (ngx_ssl_trusted_certificate(cf, ssl, &tmcf->apns_trusted, 5)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (tmcf->apns_trusted.len == 0
+        && SSL_CTX_set_default_verify_paths(ssl->ctx) != 1)
+    {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "SSL_CTX_set_default_verify_paths()");
+        return NGX_ERROR;
+    }
+
+    cred->ssl = ssl;
+
+    return NGX_OK;
+}
