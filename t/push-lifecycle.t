@@ -120,3 +120,71 @@ GET /v1/users/nobody/devices
 {"user_id":"nobody","devices":[]}
 --- no_error_log
 [error]
+
+
+
+=== TEST 3: -s reload, then -s quit, during a 2,000-device push with APNs refusing connections: connection attempts bounded, every device answered, the old worker exits
+--- config
+location /v1/ { timpush_api; }
+--- init
+my $dead = $ENV{TEST_NGINX_EXT_PORT};   # nothing listens there now
+my $gw_port = $ENV{TEST_NGINX_GW_PORT};
+my $certs = $ENV{TEST_NGINX_CERT_DIR};
+my $n = 2000;
+my $gw = Timpush::Push::start_nginx(master => 1, port => $gw_port, http => "
+    timpush_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=lr$$ timeout=30s;
+    upstream dead { server 127.0.0.1:$dead; }
+    timpush_apns_upstream sandbox dead;
+    timpush_apns_upstream production dead;
+    timpush_apns_trusted_certificate $certs/ca.crt;
+    timpush_apns_connections 2;
+    timpush_apns_timeout 3s;
+    timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8
+                            team_id=TEAM123456 topic=com.example.chat
+                            env=production;
+    server {
+        listen 127.0.0.1:$gw_port;
+        location /v1/ { timpush_api; }
+    }");
+Timpush::Push::register_many('lr', $n, 2001, $gw_port);
+my $msg = { to => [map { "lr$_" } 0 .. $n - 1],
+            elems => [{ type => 'text', text => 'nobody there' }] };
+
+for my $sig ('HUP', 'QUIT') {
+    my $t0 = Time::HiRes::time();
+    my $push = Timpush::Push::push_async($msg, $gw_port);
+    Time::HiRes::sleep(0.5);
+    Timpush::Push::signal_nginx($gw, $sig);
+    my ($status, $res) = Timpush::Push::push_wait($push);
+    my $took = Time::HiRes::time() - $t0;
+    Test::More::is($status, 200, "$sig: the push was answered");
+    Test::More::is(scalar @{$res->{results}}, $n, "$sig: one result each");
+    # the users read before the deadline: 502 ConnectionFailed; the
+    # others were never read (the push reads while APNs keeps up)
+    my %why;
+    $why{defined $_->{status} ? "$_->{status} $_->{reason}" : $_->{error}}++
+        for @{$res->{results}};
+    Test::More::is(join(',', sort keys %why), '502 ConnectionFailed,timeout',
+                   "$sig: each 502 ConnectionFailed, or not read in time");
+    Test::More::cmp_ok($why{'502 ConnectionFailed'}, '>', 0,
+                       "$sig: some were read and failed");
+    Test::More::cmp_ok($took, '<', 3 + 2, "$sig: within the deadline");
+    Timpush::Push::wait_port($gw_port) if $sig eq 'HUP';
+}
+
+Test::More::ok(Timpush::Push::wait_port($gw_port, 1), 'QUIT: nginx is gone');
+Time::HiRes::sleep(0.5);
+my @tries = grep { /connect\(\) to 127\.0\.0\.1:$dead failed/ }
+            split /\n/, Timpush::Push::slurp("$gw->{dir}/logs/error.log");
+# two workers' lives (the reload), each at most two connections dialling
+# with backoff 1 s, 2 s: a handful, not thousands
+Test::More::cmp_ok(scalar @tries, '>', 0, 'connections were tried');
+Test::More::cmp_ok(scalar @tries, '<=', 16, 'connection attempts bounded: '
+                                            . scalar @tries);
+Timpush::Push::stop_nginx($gw);
+--- request
+GET /v1/users/nobody/devices
+--- response_body
+{"user_id":"nobody","devices":[]}
+--- no_error_log
+[alert]
