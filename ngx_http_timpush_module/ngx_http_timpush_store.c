@@ -806,9 +806,16 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     st->last_reply = ngx_current_msec;
 
+    /*
+     * Forgotten (its caller is gone, or its deadline passed): a script
+     * that did not run is not run now, as EVAL, for nobody (a push's
+     * batch would count badges for a push that no longer exists).
+     */
+
     if (reply->type == REDIS_REPLY_ERROR
         && reply->len > 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && !cmd->answered && st->ac && !(ac->c.flags & REDIS_DISCONNECTING))
+        && !cmd->answered && cmd->handler
+        && st->ac && !(ac->c.flags & REDIS_DISCONNECTING))
     {
         if (ngx_http_timpush_store_send(st, cmd, 1) == NGX_OK) {
             return;

@@ -627,3 +627,72 @@ GET /v1/users/co19/devices
 --- no_error_log
 exited on signal
 [alert]
+
+
+
+=== TEST 16: ExpiredProviderToken (§11.7): every notification sent with the token APNs refuses goes again once with one new token, made once
+--- init
+# The gateway's clock runs 200 times faster (libfaketime; its timers keep
+# the real monotonic clock): 7 s later its token is 23 minutes old, still
+# used (tokens live 50 minutes) and old enough to be made again (20); the
+# peer then calls it expired.
+my $gw_port = Timpush::Test::free_port();
+my $certs = $ENV{TEST_NGINX_CERT_DIR};
+my $gw = Timpush::Push::start_nginx(master => 1, port => $gw_port,
+    env => { LD_PRELOAD => '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
+             FAKETIME => '+0 x200', DONT_FAKE_MONOTONIC => 1 },
+    http => "
+    timpush_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=ex$$ timeout=30s;
+    upstream peer { server 127.0.0.1:$ENV{TEST_NGINX_APNS_PORT}; }
+    timpush_apns_upstream production peer;
+    timpush_apns_trusted_certificate $certs/ca.crt;
+    timpush_apns_connections 1;
+    timpush_apns_timeout " . ($ENV{TEST_NGINX_USE_VALGRIND} ? 60 : 10) . "s;
+    timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8
+                            team_id=TEAM123456 topic=com.example.chat
+                            env=production;
+    server {
+        listen 127.0.0.1:$gw_port;
+        location /v1/ { timpush_api; }
+    }");
+my $n = 100;
+my @tokens = Timpush::Push::register_many('ex', $n, 2001, $gw_port);
+
+my $peer = Timpush::H2Peer::start(port => $ENV{TEST_NGINX_APNS_PORT},
+                                  mode => 'normal');
+my ($status, $res) = Timpush::Push::push_message(
+    { to => 'ex0', elems => [{ type => 'text', text => 'first' }] }, $gw_port);
+Test::More::is($res->{results}[0]{status}, 200, 'a token is made, accepted');
+my ($first) = map { $_->{iat} } main::events_of($peer, 'resp');
+Timpush::H2Peer::stop($peer);
+Time::HiRes::sleep(7);
+
+$peer = Timpush::H2Peer::start(port => $ENV{TEST_NGINX_APNS_PORT},
+    mode => 'normal', hold => 0.3, expire_before => $first + 1);
+($status, $res) = Timpush::Push::push_message(
+    { to => [map { "ex$_" } 0 .. $n - 1],
+      elems => [{ type => 'text', text => 'later' }] }, $gw_port);
+Test::More::is($res->{sent}, $n, "$n sent, none failed 403");
+my %refused;
+my %ok;
+for my $e (main::events_of($peer, 'resp')) {
+    ($e->{status} == 403 ? $refused{$e->{token}} : $ok{$e->{token}})++;
+}
+Test::More::is(scalar keys %refused, $n, 'the old token refused for each');
+Test::More::is(scalar(grep { $_ != 1 } values %refused), 0, 'once each');
+Test::More::is(scalar(grep { ($ok{$_} // 0) == 1 } @tokens), $n,
+               'each accepted once with the new token');
+my %iat = map { $_->{iat} => 1 } grep { $_->{status} == 200 }
+          main::events_of($peer, 'resp');
+Test::More::is(scalar keys %iat, 1, 'one new token for all of them');
+Timpush::H2Peer::stop($peer);
+
+my $log = Timpush::Push::slurp("$gw->{dir}/logs/error.log");
+my $made = () = $log =~ /credential 2001: new provider token/g;
+Test::More::is($made, 2, 'two tokens made in all: the first, one renewal');
+Test::More::unlike($log, qr/is the clock right/, 'no word of the clock');
+Timpush::Push::stop_nginx($gw);
+--- request
+GET /v1/users/nobody/devices
+--- response_body
+{"user_id":"nobody","devices":[]}

@@ -103,6 +103,10 @@ package Timpush::H2Peer;
 #   reject       {token_prefix => "410 Unregistered", ...}: tokens starting
 #                with a prefix are answered with that status and
 #                {"reason":...} ({"reason","timestamp"} for 410)
+#   expire_before  unix seconds: a request whose bearer token was issued
+#                (its "iat") before then is answered 403
+#                {"reason":"ExpiredProviderToken"}, as APNs answers a token
+#                older than an hour
 #   headers      [name, value, ...]: more response headers, sent as given
 #   hold         seconds: complete requests are answered only once no new
 #                stream has arrived for that long, so that the "open" field
@@ -1178,9 +1182,27 @@ sub reject_status {
     return;
 }
 
+# the "iat" of a request's bearer token, if it has one
+sub token_iat {
+    my ($s) = @_;
+    my ($claims) = ($s->{headers}{authorization} // '')
+                   =~ /^bearer [^.]+\.([^.]+)\./i or return;
+    $claims =~ tr{-_}{+/};
+    $claims .= '=' x (-length($claims) % 4);
+    require MIME::Base64;
+    my $json = eval { JSON::PP::decode_json(MIME::Base64::decode_base64($claims)) };
+    return $json ? $json->{iat} : undef;
+}
+
 sub answer {
     my ($c, $s) = @_;
     my ($status, $reason) = reject_status($c, $s->{token});
+    my $iat = token_iat($s);
+    if (!defined $status && defined $c->{o}{expire_before} && defined $iat
+        && $iat < $c->{o}{expire_before})
+    {
+        ($status, $reason) = (403, 'ExpiredProviderToken');
+    }
     $status //= 200;
 
     my $body = '';
@@ -1199,7 +1221,8 @@ sub answer {
                    @{$c->{o}{headers} || []});
 
     event($c, ev => 'resp', stream => $s->{id}, token => $s->{token},
-          status => $status, defined $reason ? (reason => $reason) : ());
+          status => $status, defined $reason ? (reason => $reason) : (),
+          defined $iat ? (iat => $iat) : ());
     send_headers($c, $s->{id}, hpack_encode(@headers), $body eq '');
     $s->{answered} = 1;
     if ($body ne '') {

@@ -153,9 +153,12 @@ sub clear_log {
 # Another nginx, beside the one of the block: a simulator that can be
 # stopped, or a gateway to reload.  The http block is given; the rest is
 # made here.  Returns a handle for stop_nginx() and signal_nginx();
-# expect => [qr/.../] names the serious error-log lines the caller wants.
+# expect => [qr/.../] names the serious error-log lines the caller wants;
+# env => {NAME => value} is nginx's environment besides ours (its workers
+# keep those names too).
 sub start_nginx {
     my (%o) = @_;
+    my $env = join '', map { "env $_;\n" } sort keys %{$o{env} || {}};
     my $dir = File::Temp::tempdir(CLEANUP => 1);
     my $module = $ENV{TEST_NGINX_MODULE};
     my $mock = $ENV{TEST_NGINX_MOCK_MODULE};
@@ -166,6 +169,7 @@ sub start_nginx {
     print $fh <<"CONF";
 load_module $module;
 load_module $mock;
+$env
 daemon off;
 master_process $master;
 worker_processes 1;
@@ -189,6 +193,7 @@ CONF
         open STDOUT, '>', "$dir/logs/stdout";
         open STDERR, '>', "$dir/logs/stderr";
         my $bin = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+        @ENV{keys %{$o{env}}} = values %{$o{env}} if $o{env};
         { exec $bin, '-p', "$dir/", '-c', "$dir/nginx.conf" };
         POSIX::_exit(127);
     }
