@@ -155,6 +155,24 @@ ngx_int_t ngx_http_timpush_secret_password(ngx_conf_t *cf, u_char *what,
     ngx_str_t *password);
 
 
+/* private keys read in a child process (isolate.c) */
+
+typedef struct {
+    EVP_PKEY                      *pkey;
+    X509                          *cert;     /* a .p12's */
+    STACK_OF(X509)                *chain;
+    ngx_uint_t                     flags;    /* the reader's own */
+} ngx_http_timpush_keys_t;
+
+/* runs in the child: NGX_OK, or a code of the caller's, or NGX_ERROR */
+typedef ngx_int_t (*ngx_http_timpush_keys_read_pt)(void *data,
+    ngx_http_timpush_keys_t *keys);
+
+ngx_int_t ngx_http_timpush_keys_isolated(ngx_conf_t *cf,
+    ngx_http_timpush_keys_read_pt reader, void *data,
+    ngx_http_timpush_keys_t *keys);
+
+
 /* JSON (json.c) */
 
 yajl_gen ngx_http_timpush_json_gen(ngx_pool_t *pool);

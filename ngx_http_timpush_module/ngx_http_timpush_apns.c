@@ -106,9 +106,12 @@ ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
         ch->outcomes.data = ch;
         ch->outcomes.log = cycle->log;
 
-        ch->jwt_buf = ngx_http_timpush_secret_alloc(cycle->pool, 512);
-        if (ch->jwt_buf == NULL) {
-            return NGX_ERROR;
+        for (j = 0; j < 2; j++) {
+            ch->jwt_buf[j] = ngx_http_timpush_secret_alloc(cycle->pool,
+                                           NGX_HTTP_TIMPUSH_APNS_AUTH_SIZE);
+            if (ch->jwt_buf[j] == NULL) {
+                return NGX_ERROR;
+            }
         }
 
         /*
@@ -580,7 +583,6 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     u_char                            prio[NGX_INT_T_LEN];
     u_char                            exp[NGX_INT64_LEN];
     u_char                            clen[NGX_SIZE_T_LEN];
-    u_char                            auth[sizeof("bearer ") + 512];
 
     ch = hc->channel;
     cred = ch->cred;
@@ -657,13 +659,14 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
         }
 
         /*
-         * Never indexed: a token kept in the HPACK table would sit in
-         * ordinary memory (and a core dump) for as long as it is used.
+         * Never indexed, never copied: the token stays in secure memory
+         * (apns_jwt.c), not in nghttp2's HPACK table or its copy of the
+         * request, which would sit in ordinary memory and in core dumps.
          */
 
-        p = ngx_snprintf(auth, sizeof(auth), "bearer %V", &ch->jwt);
-        ngx_http_timpush_nv_f("authorization", auth, p - auth,
-                              NGHTTP2_NV_FLAG_NO_INDEX);
+        ngx_http_timpush_nv_f("authorization", ch->auth.data, ch->auth.len,
+                              NGHTTP2_NV_FLAG_NO_INDEX
+                              |NGHTTP2_NV_FLAG_NO_COPY_VALUE);
         note->jwt_iat = ch->jwt_iat;
     }
 
@@ -679,9 +682,6 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     dp.read_callback = ngx_http_timpush_apns_read_payload;
 
     id = nghttp2_submit_request(hc->session, NULL, nv, n, &dp, note);
-
-    /* the stack's copy of the token goes now */
-    ngx_explicit_memzero(auth, sizeof(auth));
 
     if (id < 0) {
         ngx_log_error(NGX_LOG_ERR, ch->log, 0,

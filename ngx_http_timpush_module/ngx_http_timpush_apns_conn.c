@@ -651,10 +651,10 @@ ngx_http_timpush_apns_session(ngx_http_timpush_apns_conn_t *hc)
         return NGX_ERROR;
     }
 
+    /* the backoff is reset by the first answer, not by a handshake */
+
     hc->state = NGX_HTTP_TIMPUSH_APNS_READY;
     hc->handshaken = 1;
-    hc->backoff = NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN;
-    hc->peer->fails = 0;
 
     c->read->handler = ngx_http_timpush_apns_read_handler;
     c->write->handler = ngx_http_timpush_apns_write_handler;
@@ -1021,7 +1021,7 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
     ch = hc->channel;
     peer = hc->peer;
 
-    if (!hc->handshaken) {
+    if (hc->answers == 0) {
         if (peer) {
             peer->fails++;
             peer->checked = ngx_time();
@@ -1035,11 +1035,21 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
         }
 
         ngx_log_error(NGX_LOG_ERR, ch->log, 0,
-                      "timpush apns: credential %ui (%s): cannot connect to "
-                      "%V: %s; retrying in %M ms", ch->cred->id,
+                      "timpush apns: credential %ui (%s): %s %V: %s; "
+                      "retrying in %M ms", ch->cred->id,
                       ngx_http_timpush_apns_envs[ch->cred->env],
+                      hc->handshaken ? "nothing answered by"
+                                     : "cannot connect to",
                       peer ? &peer->name : &ch->peers->name, reason,
                       hc->backoff);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, ch->log, 0,
+                      "timpush apns: credential %ui (%s): the connection to "
+                      "%V failed: %s; %ui notification(s) in flight go to "
+                      "another connection", ch->cred->id,
+                      ngx_http_timpush_apns_envs[ch->cred->env],
+                      &peer->name, reason, hc->streams);
     }
 
     if (!hc->reconnect.timer_set) {
@@ -1216,8 +1226,12 @@ ngx_http_timpush_apns_on_close(nghttp2_session *session, int32_t stream_id,
         hc->streams--;
     }
 
-    if (note->status && error_code == NGHTTP2_NO_ERROR) {
-        hc->answers++;
+    if (note->status && error_code == NGHTTP2_NO_ERROR
+        && hc->answers++ == 0)
+    {
+        /* a server that answers: no longer one that fails */
+        hc->backoff = NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN;
+        hc->peer->fails = 0;
     }
 
     ngx_http_timpush_apns_stream_over(hc, note, error_code);

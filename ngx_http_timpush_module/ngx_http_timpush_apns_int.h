@@ -49,6 +49,9 @@
 /* stream ids are 31 bits and odd: a connection drains before the end */
 #define NGX_HTTP_TIMPUSH_APNS_LAST_ID     0x7ff00000
 
+/* "bearer " and a provider token */
+#define NGX_HTTP_TIMPUSH_APNS_AUTH_SIZE   512
+
 
 typedef struct {
     struct sockaddr                   *sockaddr;
@@ -111,9 +114,10 @@ struct ngx_http_timpush_apns_channel_s {
     ngx_event_t                        outcomes;  /* posted */
     ngx_str_t                          last_error;
     ngx_log_t                         *log;
-    ngx_str_t                          jwt;
+    ngx_str_t                          auth;      /* "bearer <token>" */
     time_t                             jwt_iat;
-    u_char                            *jwt_buf;   /* secure memory */
+    u_char                            *jwt_buf[2]; /* secure memory */
+    ngx_uint_t                         jwt_next;
 };
 
 

@@ -3,7 +3,9 @@
  * Copyright (C) timpush authors
  *
  * Provider tokens for token-based authentication: one per channel (that
- * is, per credential and worker), in secure memory.
+ * is, per credential and worker), in secure memory, written as the whole
+ * "authorization" value.  Two buffers take turns: requests submitted with
+ * the token before a renewal point at it until they are sent.
  */
 
 
@@ -29,7 +31,7 @@ ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
     int                             ok;
     time_t                          now;
     size_t                          siglen;
-    u_char                         *p;
+    u_char                         *p, *buf, *token;
     u_char                          json[256], der[128], raw[64];
     ngx_str_t                       src, dst, signing;
     EVP_MD_CTX                     *md;
@@ -41,7 +43,7 @@ ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
     now = ngx_time();
     cred = ch->cred;
 
-    if (ch->jwt.len) {
+    if (ch->auth.len) {
         if (!renew && now - ch->jwt_iat < NGX_HTTP_TIMPUSH_JWT_REUSE) {
             return NGX_OK;
         }
@@ -57,7 +59,9 @@ ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
 
     /* header.claims, base64url */
 
-    p = ch->jwt_buf;
+    buf = ch->jwt_buf[ch->jwt_next];
+    p = ngx_cpymem(buf, "bearer ", sizeof("bearer ") - 1);
+    token = p;
 
     src.data = json;
     src.len = ngx_sprintf(json, "{\"alg\":\"ES256\",\"kid\":\"%V\"}",
@@ -73,8 +77,8 @@ ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
     ngx_encode_base64url(&dst, &src);
     p += dst.len;
 
-    signing.data = ch->jwt_buf;
-    signing.len = p - ch->jwt_buf;
+    signing.data = token;
+    signing.len = p - token;
 
     md = EVP_MD_CTX_new();
     if (md == NULL) {
@@ -125,8 +129,9 @@ ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
     ngx_explicit_memzero(raw, sizeof(raw));
     ngx_explicit_memzero(der, sizeof(der));
 
-    ch->jwt.data = ch->jwt_buf;
-    ch->jwt.len = p - ch->jwt_buf;
+    ch->auth.data = buf;
+    ch->auth.len = p - buf;
+    ch->jwt_next ^= 1;
     ch->jwt_iat = now;
 
     ngx_log_error(NGX_LOG_INFO, ch->log, 0,

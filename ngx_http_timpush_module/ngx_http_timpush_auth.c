@@ -25,14 +25,38 @@ typedef struct {
 } ngx_http_timpush_credential_args_t;
 
 
+/*
+ * What the child reading a key found wrong (isolate.c), and what it says
+ * of how it read it.
+ */
+#define NGX_HTTP_TIMPUSH_KEY_NOT_P12         1
+#define NGX_HTTP_TIMPUSH_KEY_WRONG_PASSWORD  2
+#define NGX_HTTP_TIMPUSH_KEY_UNDECRYPTABLE   3
+#define NGX_HTTP_TIMPUSH_KEY_INCOMPLETE      4
+#define NGX_HTTP_TIMPUSH_KEY_NOT_PEM         5
+#define NGX_HTTP_TIMPUSH_KEY_NOT_P256        6
+
+#define NGX_HTTP_TIMPUSH_KEY_LEGACY          0x01
+#define NGX_HTTP_TIMPUSH_KEY_NO_LEGACY       0x02
+
+
+typedef struct {
+    ngx_str_t                     *file;
+    ngx_str_t                     *password;
+} ngx_http_timpush_p12_read_t;
+
+
 static char *ngx_http_timpush_credential_parse(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred,
     ngx_http_timpush_credential_args_t *args);
 static char *ngx_http_timpush_credential_p12(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred, ngx_str_t *password_file);
-static char *ngx_http_timpush_credential_p12_open(ngx_conf_t *cf,
-    ngx_http_timpush_credential_t *cred, PKCS12 *p12, ngx_str_t *password,
-    ngx_str_t *password_file);
+static ngx_int_t ngx_http_timpush_credential_read_p12(void *data,
+    ngx_http_timpush_keys_t *keys);
+static ngx_int_t ngx_http_timpush_credential_read_p8(void *data,
+    ngx_http_timpush_keys_t *keys);
+static int ngx_http_timpush_no_password(char *buf, int size, int rwflag,
+    void *u);
 static char *ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred);
 static ngx_int_t ngx_http_timpush_credential_validity(
@@ -40,8 +64,6 @@ static ngx_int_t ngx_http_timpush_credential_validity(
 static char *ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred);
 static ngx_int_t ngx_http_timpush_check_id(ngx_str_t *s);
-static int ngx_http_timpush_no_password(char *buf, int size, int rwflag,
-    void *u);
 static void ngx_http_timpush_credential_log(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred);
 static void ngx_http_timpush_credential_cleanup(void *data);
@@ -379,11 +401,12 @@ static char *
 ngx_http_timpush_credential_p12(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred, ngx_str_t *password_file)
 {
-    BIO        *bio;
-    char       *rv;
-    u_char      what[64];
-    PKCS12     *p12;
-    ngx_str_t   password;
+    u_char                        what[64];
+    ngx_fd_t                      fd;
+    ngx_int_t                     rc;
+    ngx_str_t                     password;
+    ngx_http_timpush_keys_t       keys;
+    ngx_http_timpush_p12_read_t   p12;
 
     if (ngx_conf_full_name(cf->cycle, &cred->file, 1) != NGX_OK
         || ngx_conf_full_name(cf->cycle, password_file, 1) != NGX_OK)
@@ -401,40 +424,83 @@ ngx_http_timpush_credential_p12(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    /* the password is wiped on every path, once the file is read */
+    /* said here, with errno: the child only says whether it could */
 
-    rv = NGX_CONF_ERROR;
-
-    bio = BIO_new_file((char *) cred->file.data, "rb");
-    if (bio == NULL) {
+    fd = ngx_open_file(cred->file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            "timpush_credential %ui: cannot read certificate "
                            "\"%V\"", cred->id, &cred->file);
-        goto done;
+        ngx_explicit_memzero(password.data, password.len);
+        return NGX_CONF_ERROR;
     }
 
-    p12 = d2i_PKCS12_bio(bio, NULL);
-    BIO_free(bio);
-
-    if (p12 == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential %ui: \"%V\" is not a PKCS#12 "
-                           "(.p12) file", cred->id, &cred->file);
-        goto done;
-    }
+    ngx_close_file(fd);
 
     ngx_http_timpush_secret_mode(cf, what, "certificate", &cred->file);
 
-    rv = ngx_http_timpush_credential_p12_open(cf, cred, p12, &password,
-                                              password_file);
-    PKCS12_free(p12);
+    p12.file = &cred->file;
+    p12.password = &password;
 
-done:
+    rc = ngx_http_timpush_keys_isolated(cf,
+                                        ngx_http_timpush_credential_read_p12,
+                                        &p12, &keys);
+
+    /* the password is wiped on every path, once the file is read */
 
     ngx_explicit_memzero(password.data, password.len);
 
-    if (rv != NGX_CONF_OK) {
-        return rv;
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_HTTP_TIMPUSH_KEY_NOT_P12:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_credential %ui: \"%V\" is not a PKCS#12 "
+                           "(.p12) file", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+
+    case NGX_HTTP_TIMPUSH_KEY_WRONG_PASSWORD:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_credential %ui: wrong password for \"%V\" "
+                           "(from \"%V\")", cred->id, &cred->file,
+                           password_file);
+        return NGX_CONF_ERROR;
+
+    case NGX_HTTP_TIMPUSH_KEY_UNDECRYPTABLE:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_credential %ui: cannot decrypt \"%V\" "
+                           "with the password from \"%V\" (a damaged file, "
+                           "or an algorithm OpenSSL does not know%s)",
+                           cred->id, &cred->file, password_file,
+                           (keys.flags & NGX_HTTP_TIMPUSH_KEY_NO_LEGACY)
+                           ? "; its legacy provider is missing" : "");
+        return NGX_CONF_ERROR;
+
+    case NGX_HTTP_TIMPUSH_KEY_INCOMPLETE:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_credential %ui: \"%V\" must hold a "
+                           "certificate and its private key", cred->id,
+                           &cred->file);
+        return NGX_CONF_ERROR;
+
+    default:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_credential %ui: cannot load \"%V\"",
+                           cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    cred->pkey = keys.pkey;
+    cred->cert = keys.cert;
+    cred->chain = keys.chain;
+
+    if (keys.flags & NGX_HTTP_TIMPUSH_KEY_LEGACY) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "timpush_credential %ui: \"%V\" uses legacy "
+                           "encryption (RC2, 3DES), read with OpenSSL's "
+                           "legacy provider", cred->id, &cred->file);
     }
 
     return ngx_http_timpush_credential_p12_check(cf, cred);
@@ -442,71 +508,73 @@ done:
 
 
 /*
- * The MAC, then the contents.  Older Keychain Access exports encrypt with
- * RC2-40 and 3DES, which OpenSSL 3 keeps in its "legacy" provider: it is
- * loaded for such a file only, and unloaded once the file is read (the
- * key itself is an ordinary RSA or EC key).
+ * In the child (isolate.c): the MAC, then the contents.  Older Keychain
+ * Access exports encrypt with RC2-40 and 3DES, which OpenSSL 3 keeps in
+ * its "legacy" provider: it is loaded for such a file only.
  */
 
-static char *
-ngx_http_timpush_credential_p12_open(ngx_conf_t *cf,
-    ngx_http_timpush_credential_t *cred, PKCS12 *p12, ngx_str_t *password,
-    ngx_str_t *password_file)
+static ngx_int_t
+ngx_http_timpush_credential_read_p12(void *data, ngx_http_timpush_keys_t *keys)
 {
-    int             ok;
+    ngx_http_timpush_p12_read_t *r = data;
+
+    BIO            *bio;
+    PKCS12         *p12;
+    ngx_int_t       rc;
     OSSL_PROVIDER  *legacy, *deflt;
 
+    bio = BIO_new_file((char *) r->file->data, "rb");
+    if (bio == NULL) {
+        return NGX_ERROR;
+    }
+
+    p12 = d2i_PKCS12_bio(bio, NULL);
+    BIO_free(bio);
+
+    if (p12 == NULL) {
+        return NGX_HTTP_TIMPUSH_KEY_NOT_P12;
+    }
+
     if (PKCS12_mac_present(p12)
-        && !PKCS12_verify_mac(p12, (char *) password->data, password->len))
+        && !PKCS12_verify_mac(p12, (char *) r->password->data,
+                              r->password->len))
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential %ui: wrong password for \"%V\" "
-                           "(from \"%V\")", cred->id, &cred->file,
-                           password_file);
-        return NGX_CONF_ERROR;
+        PKCS12_free(p12);
+        return NGX_HTTP_TIMPUSH_KEY_WRONG_PASSWORD;
     }
 
-    if (PKCS12_parse(p12, (char *) password->data, &cred->pkey, &cred->cert,
-                     &cred->chain))
+    rc = NGX_OK;
+
+    if (!PKCS12_parse(p12, (char *) r->password->data, &keys->pkey,
+                      &keys->cert, &keys->chain))
     {
-        return NGX_CONF_OK;
+        /* loading one provider by name stops the default one loading */
+
+        legacy = OSSL_PROVIDER_load(NULL, "legacy");
+        deflt = legacy ? OSSL_PROVIDER_load(NULL, "default") : NULL;
+
+        if (legacy == NULL) {
+            keys->flags |= NGX_HTTP_TIMPUSH_KEY_NO_LEGACY;
+        }
+
+        if (legacy && deflt
+            && PKCS12_parse(p12, (char *) r->password->data, &keys->pkey,
+                            &keys->cert, &keys->chain))
+        {
+            keys->flags |= NGX_HTTP_TIMPUSH_KEY_LEGACY;
+
+        } else {
+            rc = NGX_HTTP_TIMPUSH_KEY_UNDECRYPTABLE;
+        }
     }
 
-    ERR_clear_error();
+    PKCS12_free(p12);
 
-    /* loading one provider by name stops the default one loading itself */
-
-    legacy = OSSL_PROVIDER_load(NULL, "legacy");
-    deflt = legacy ? OSSL_PROVIDER_load(NULL, "default") : NULL;
-
-    ok = legacy && deflt
-         && PKCS12_parse(p12, (char *) password->data, &cred->pkey,
-                         &cred->cert, &cred->chain);
-
-    if (deflt) {
-        OSSL_PROVIDER_unload(deflt);
+    if (rc == NGX_OK && (keys->cert == NULL || keys->pkey == NULL)) {
+        rc = NGX_HTTP_TIMPUSH_KEY_INCOMPLETE;
     }
 
-    if (legacy) {
-        OSSL_PROVIDER_unload(legacy);
-    }
-
-    if (!ok) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential %ui: cannot decrypt \"%V\" "
-                           "with the password from \"%V\" (a damaged file, "
-                           "or an algorithm OpenSSL does not know%s)",
-                           cred->id, &cred->file, password_file,
-                           legacy ? "" : "; its legacy provider is missing");
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
-                       "timpush_credential %ui: \"%V\" uses legacy "
-                       "encryption (RC2, 3DES), read with OpenSSL's legacy "
-                       "provider", cred->id, &cred->file);
-
-    return NGX_CONF_OK;
+    return rc;
 }
 
 
@@ -515,14 +583,6 @@ ngx_http_timpush_credential_p12_check(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred)
 {
     ngx_str_t  uid;
-
-    if (cred->cert == NULL || cred->pkey == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential %ui: \"%V\" must hold a "
-                           "certificate "
-                           "and its private key", cred->id, &cred->file);
-        return NGX_CONF_ERROR;
-    }
 
     if (!X509_check_private_key(cred->cert, cred->pkey)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -564,11 +624,10 @@ static char *
 ngx_http_timpush_credential_p8(ngx_conf_t *cf,
     ngx_http_timpush_credential_t *cred)
 {
-    BIO        *bio;
-    char        group[64];
-    size_t      len;
-    u_char     *p, *last, what[64];
-    ngx_str_t   base, pem;
+    u_char                   *p, *last, what[64];
+    ngx_int_t                 rc;
+    ngx_str_t                 base, pem;
+    ngx_http_timpush_keys_t   keys;
 
     if (ngx_conf_full_name(cf->cycle, &cred->file, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -633,37 +692,81 @@ ngx_http_timpush_credential_p8(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    bio = BIO_new_mem_buf(pem.data, pem.len);
-    if (bio == NULL) {
-        return NGX_CONF_ERROR;
-    }
+    rc = ngx_http_timpush_keys_isolated(cf, ngx_http_timpush_credential_read_p8,
+                                        &pem, &keys);
 
-    cred->pkey = PEM_read_bio_PrivateKey(bio, NULL,
-                                         ngx_http_timpush_no_password, NULL);
-    BIO_free(bio);
     ngx_explicit_memzero(pem.data, pem.len);
 
-    if (cred->pkey == NULL) {
+    cred->pkey = keys.pkey;
+
+    if (rc == NGX_HTTP_TIMPUSH_KEY_NOT_PEM) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "timpush_credential %ui: \"%V\" is not an "
-                           "unencrypted "
-                           "PEM private key (.p8)", cred->id, &cred->file);
-        return NGX_CONF_ERROR;
-    }
-
-    if (EVP_PKEY_get_base_id(cred->pkey) != EVP_PKEY_EC
-        || !EVP_PKEY_get_group_name(cred->pkey, group, sizeof(group), &len)
-        || ngx_strcmp(group, "prime256v1") != 0)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "timpush_credential %ui: the key in \"%V\" is not "
-                           "a P-256 "
-                           "(ES256) key as APNs requires", cred->id,
+                           "unencrypted PEM private key (.p8)", cred->id,
                            &cred->file);
         return NGX_CONF_ERROR;
     }
 
+    if (rc == NGX_HTTP_TIMPUSH_KEY_NOT_P256) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "timpush_credential %ui: the key in \"%V\" is not "
+                           "a P-256 (ES256) key as APNs requires", cred->id,
+                           &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush_credential %ui: cannot load the key in "
+                      "\"%V\"", cred->id, &cred->file);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/* in the child (isolate.c): an unencrypted PEM P-256 key */
+
+static ngx_int_t
+ngx_http_timpush_credential_read_p8(void *data, ngx_http_timpush_keys_t *keys)
+{
+    ngx_str_t *pem = data;
+
+    BIO     *bio;
+    char     group[64];
+    size_t   len;
+
+    bio = BIO_new_mem_buf(pem->data, pem->len);
+    if (bio == NULL) {
+        return NGX_ERROR;
+    }
+
+    keys->pkey = PEM_read_bio_PrivateKey(bio, NULL,
+                                         ngx_http_timpush_no_password, NULL);
+    BIO_free(bio);
+
+    if (keys->pkey == NULL) {
+        return NGX_HTTP_TIMPUSH_KEY_NOT_PEM;
+    }
+
+    if (EVP_PKEY_get_base_id(keys->pkey) != EVP_PKEY_EC
+        || !EVP_PKEY_get_group_name(keys->pkey, group, sizeof(group), &len)
+        || ngx_strcmp(group, "prime256v1") != 0)
+    {
+        return NGX_HTTP_TIMPUSH_KEY_NOT_P256;
+    }
+
+    return NGX_OK;
+}
+
+
+/* an encrypted key must fail, not prompt on the terminal */
+
+static int
+ngx_http_timpush_no_password(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
 }
 
 
@@ -688,15 +791,6 @@ ngx_http_timpush_check_id(ngx_str_t *s)
     }
 
     return NGX_OK;
-}
-
-
-/* an encrypted key must fail, not prompt on the terminal */
-
-static int
-ngx_http_timpush_no_password(char *buf, int size, int rwflag, void *u)
-{
-    return -1;
 }
 
 
