@@ -94,7 +94,7 @@ port_free() { ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 base=
 for b in 18400 18500 18600 18700 18800 18900 19400 19500; do
     ok=1
-    for o in 43 44 45 79 80; do
+    for o in 43 44 45 46 47 79 80; do
         port_free $((b + o)) || { ok=0; break; }
     done
     if (( ok )); then base=$b; break; fi
@@ -104,6 +104,8 @@ done
 SIM=$((base + 43))         # simulator, TLS + HTTP/2, with the log zone
 SIMLOG=$((base + 44))      # the simulator's log location (plain HTTP)
 SIMNOLOG=$((base + 45))    # a second simulator without any log zone
+SIM1000=$((base + 46))     # a simulator allowing 1000 concurrent streams
+SIM1000LOG=$((base + 47))
 REDIS=$((base + 79))
 API=$((base + 80))
 
@@ -181,7 +183,7 @@ events { worker_connections 4096; }
 EOF
 }
 
-sim_conf() {                # sim_conf <name> <port> <log port or "">
+sim_conf() {                # sim_conf <name> <port> <log port or ""> [directives]
     main_common "$1" timpush_mock.so
     echo "http {"
     http_common "$1"
@@ -193,6 +195,7 @@ sim_conf() {                # sim_conf <name> <port> <log port or "">
         ssl_verify_client      optional_no_ca;
         ssl_client_certificate $certs/ca.crt;
         keepalive_requests     1000000;
+        ${4:-}
 
         location /3/device/ {
             timpush_apns_mock key=$KEY key_id=$KEY_ID team_id=$TEAM_ID
@@ -222,7 +225,7 @@ timpush_conf() {            # timpush_conf <name> <connections>
     timpush_credential $BID key=$KEY key_id=$KEY_ID team_id=$TEAM_ID
                             topic=$TOPIC env=production;
     upstream apns_sim {
-        server 127.0.0.1:$SIM;
+        server 127.0.0.1:${TP_SIM:-$SIM};
     }
     timpush_apns_upstream production apns_sim;
     timpush_apns_trusted_certificate $certs/ca.crt;
@@ -314,7 +317,7 @@ fanout() {
 
 h2load_once() {             # h2load_once <port>: sets H2_RATE
     local out=$work/h2load.out
-    h2load -n "$USERS" -c 1 -m 100 -i "$work/uris-$1.txt" \
+    h2load -n "$USERS" -c 1 -m "${H2_STREAMS:-100}" -i "$work/uris-$1.txt" \
         -d "$work/payload.json" \
         -H "apns-topic: $TOPIC" -H 'apns-push-type: alert' \
         -H 'apns-priority: 10' \
@@ -613,6 +616,49 @@ for i in $(seq "$RUNS"); do
 done
 
 
+# ---- 1000 concurrent streams ----------------------------------------------
+
+# nginx 1.22 leaks closed-stream nodes when more than ~223 streams close at
+# once (ticket 1708, fixed in 1.23.0): http2_streams_index_size 16384
+declare -a fo1000 h2on1000 pr_h21000
+sim_conf sim1000 "$SIM1000" "$SIM1000LOG" \
+    'http2_max_concurrent_streams 1000; http2_streams_index_size 16384;' \
+    > "$work/sim1000.conf"
+start_nginx sim1000 "$SIM1000"
+sed "1s/:$SIM/:$SIM1000/" "$work/uris-$SIM.txt" > "$work/uris-$SIM1000.txt"
+TP_SIM=$SIM1000 start_timpush 2
+SIMLOG_SAVED=$SIMLOG; SIMLOG=$SIM1000LOG
+fanout check                    # warm-up: connections made
+log "fan-out to a simulator allowing 1000 streams vs h2load -m 1000: $RUNS rounds"
+for i in $(seq "$RUNS"); do
+    H2_STREAMS=1000 h2load_once "$SIM1000"; h2on1000+=("$H2_RATE"); log_clear
+    fanout
+    [ "$FO_SENT" = "$USERS" ] || die "fan-out: sent $FO_SENT of $USERS"
+    fo1000+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+    pr_h21000+=("$(ratio "${fo1000[-1]}" "${h2on1000[-1]}")")
+    log "round $i: h2load (1000 streams) ${h2on1000[-1]}/s, timpush ${fo1000[-1]}/s"
+done
+SIMLOG=$SIMLOG_SAVED
+stop sim1000
+
+
+# ---- a peer that flaps SETTINGS on each rejected notification -------------
+
+# Timpush::H2Peer (t/lib), a raw-frame HTTP/2 server in Perl, steady, then
+# dropping MAX_CONCURRENT_STREAMS to 1 after each 410 and back to 1000
+# after each 200 (as APNs is reported to): 5% of the tokens unregistered.
+# The peer is slower than the simulator: the figure is the ratio.
+log "fan-out against a peer that flaps SETTINGS, and the same peer steady: $RUNS rounds each"
+H2PEER_BENCH_N=$USERS H2PEER_BENCH_ROUNDS=$RUNS "$root/t/run.sh" -v \
+    "$root/t/h2peer/bench.pl" > "$work/flap.out" 2>&1 \
+    || { cat "$work/flap.out" >&2; die "the flapping peer's bench failed"; }
+FLAP_STEADY=$(sed -n 's/^# normal: median \([0-9]*\) .*/\1/p' "$work/flap.out")
+FLAP=$(sed -n 's/^# settings_flap: median \([0-9]*\) .*/\1/p' "$work/flap.out")
+FLAP_ROUNDS=$(grep -E '^# (normal|settings_flap) round' "$work/flap.out" \
+              | sed 's/^# //; s/notifications in [0-9.]* s: //; s/;.*//' | paste -sd';' -)
+log "flapping peer: $FLAP/s, steady: $FLAP_STEADY/s"
+
+
 # ---- request rate: wrk ----------------------------------------------------
 
 start_timpush 2
@@ -701,6 +747,9 @@ med() { printf '%s\n' "$@" | median; }
 H2ON=$(med "${h2on[@]}");   H2OFF=$(med "${h2off[@]}")
 H2ON1=$(med "${h2on1[@]}")
 FO2=$(med "${fo2[@]}");     FO1=$(med "${fo1[@]}")
+FO1000=$(med "${fo1000[@]}"); H2ON1000=$(med "${h2on1000[@]}")
+R_H21000=$(ratio "$FO1000" "$H2ON1000"); P_H21000=$(med "${pr_h21000[@]}")
+R_FLAP=$(ratio "$FLAP" "$FLAP_STEADY")
 PEER=$(med "${peer[@]}");   PEERT=$(med "${peer_total[@]}")
 PEER_OK=$(med "${peer_ok[@]}"); PEER_LOST=$(med "${peer_lost[@]}")
 PEER_LOGGED=$(med "${peer_logged[@]}")
@@ -752,6 +801,8 @@ cat <<EOF
 | h2load → simulator, log off (no log zone) | $(fmt "$H2OFF") notif/s | log on / off = $R_LOG |
 | timpush fan-out, \`timpush_apns_connections 2\` (one POST /v1/push to $USERS users) | $(fmt "$FO2") notif/s | **$R_H2 × h2load** (target ≥ 0.7: $V_H2); median of the per-round ratios $P_H2 |
 | timpush fan-out, \`timpush_apns_connections 1\` | $(fmt "$FO1") notif/s | $R_H21 × h2load measured in the same rounds ($(fmt "$H2ON1")/s); median of the per-round ratios $P_H21 |
+| timpush fan-out to a simulator allowing **1000 streams** (\`http2_max_concurrent_streams 1000\`) | $(fmt "$FO1000") notif/s | $R_H21000 × h2load with 1000 streams ($(fmt "$H2ON1000")/s); median of the per-round ratios $P_H21000 |
+| timpush fan-out to a peer that **flaps SETTINGS** (MAX_CONCURRENT_STREAMS 1 after each 410, 1000 after each 200; 5% of $USERS unregistered), Timpush::H2Peer | $(fmt "$FLAP") notif/s | **$R_FLAP × the same peer steady** ($(fmt "$FLAP_STEADY")/s); the peer, in Perl, is the limit of both |
 | @parse/node-apn → simulator, confirmed (200 seen by the app) / wall time | $(fmt "$PEER") notif/s | timpush = **$R_PEER ×** node-apn (target ≥ 3: $V_PEER); median of the per-round ratios $P_PEER |
 | @parse/node-apn, all $USERS / wall time | $(fmt "$PEERT") notif/s | timpush = $R_PEERT × this; confirmed $(fmt "$PEER_OK") of $USERS, reported failed $(fmt "$PEER_LOST"), logged by the simulator $(fmt "$PEER_LOGGED") (medians) |
 | wrk → POST /v1/push to 1 user (1 thread, $WRK_CONNS connections, ${WRK_SECS}s) | $(fmt "$WRPS") req/s | p50 $(fmt "$WP50" 2) ms, p99 $(fmt "$WP99" 2) ms; non-2xx/socket errors: $WRK_BAD |
@@ -772,6 +823,8 @@ All runs:
 - h2load, log off: ${h2off[*]}
 - timpush fan-out, 2 connections: ${fo2[*]}; per-round ratio to h2load: ${pr_h2[*]}
 - timpush fan-out, 1 connection: ${fo1[*]} (h2load in the same rounds: ${h2on1[*]})
+- timpush fan-out, 1000 streams: ${fo1000[*]} (h2load, 1000 streams, same rounds: ${h2on1000[*]})
+- flapping and steady peer, each round: $FLAP_ROUNDS
 - node-apn confirmed/s: ${peer[*]}; confirmed: ${peer_ok[*]}; logged by the simulator: ${peer_logged[*]}
 - node-apn failures: $(printf '%s' "$PEER_REASONS_ALL" | paste -sd' ')
 - wrk req/s: ${wrk_rps[*]}; p50 ms: ${wrk_p50[*]}; p99 ms: ${wrk_p99[*]}

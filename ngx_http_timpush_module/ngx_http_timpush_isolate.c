@@ -71,22 +71,8 @@ ngx_http_timpush_keys_isolated(ngx_conf_t *cf,
 
     ngx_memzero(keys, sizeof(ngx_http_timpush_keys_t));
 
-    /* the message and what is made of it, wiped and freed on return */
-
-    pool = ngx_create_pool(1024, cf->log);
-    if (pool == NULL) {
-        return NGX_ERROR;
-    }
-
-    msg = ngx_http_timpush_secret_alloc(pool, NGX_HTTP_TIMPUSH_ISOLATE_MAX);
-    if (msg == NULL) {
-        ngx_destroy_pool(pool);
-        return NGX_ERROR;
-    }
-
     if (pipe(fds) == -1) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno, "pipe() failed");
-        ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
 
@@ -96,7 +82,6 @@ ngx_http_timpush_keys_isolated(ngx_conf_t *cf,
         ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno, "fork() failed");
         (void) close(fds[0]);
         (void) close(fds[1]);
-        ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
 
@@ -107,6 +92,24 @@ ngx_http_timpush_keys_isolated(ngx_conf_t *cf,
     }
 
     (void) close(fds[1]);
+
+    /* the message and what is made of it, wiped and freed on return */
+
+    pool = ngx_create_pool(1024, cf->log);
+    msg = pool ? ngx_http_timpush_secret_alloc(pool,
+                                               NGX_HTTP_TIMPUSH_ISOLATE_MAX)
+               : NULL;
+
+    if (msg == NULL) {
+        (void) close(fds[0]);
+        (void) waitpid(pid, &status, 0);
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+
+        return NGX_ERROR;
+    }
 
     b.pos = msg;
     b.last = msg;
