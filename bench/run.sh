@@ -296,7 +296,7 @@ fanout() {
     local t
     t=$(curl -sS -o "$work/fanout.json" -w '%{time_total}' -H 'Expect:' \
             -H 'Content-Type: application/json' \
-            --data-binary @"$work/fanout-body.json" \
+            --data-binary @"${FO_BODY:-$work/fanout-body.json}" \
             "http://127.0.0.1:$API/v1/push")
     FO_SECS=$t
     FO_SENT=$({ grep -o '"sent":[0-9]*' "$work/fanout.json" || true; } \
@@ -616,6 +616,36 @@ for i in $(seq "$RUNS"); do
 done
 
 
+# ---- the cost of a msg_id --------------------------------------------------
+
+# The same fan-out (2 connections) with a new msg_id each time (every device
+# claimed, then marked: the dedup path's whole cost) and without, in
+# alternating order, round by round.
+declare -a fo_plain fo_msg pr_msg
+start_timpush 2
+fanout check                    # warm-up: connections made
+log "fan-out with a msg_id vs without: $RUNS rounds"
+for i in $(seq "$RUNS"); do
+    sed "s/^{/{\"msg_id\":\"bench-$$-$i\",/" "$work/fanout-body.json" \
+        > "$work/fanout-msg.json"
+    for which in $( (( i % 2 )) && echo "plain msg" || echo "msg plain"); do
+        if [ "$which" = msg ]; then
+            FO_BODY=$work/fanout-msg.json fanout
+            fo_msg+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+        else
+            fanout
+            fo_plain+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+        fi
+        [ "$FO_SENT" = "$USERS" ] || die "fan-out ($which): sent $FO_SENT of $USERS"
+    done
+    # the same msg_id again: every recipient a duplicate, nothing sent
+    FO_BODY=$work/fanout-msg.json fanout
+    [ "$FO_SENT" = 0 ] || die "fan-out (msg_id again): sent $FO_SENT, expected 0"
+    pr_msg+=("$(ratio "${fo_msg[-1]}" "${fo_plain[-1]}")")
+    log "round $i: without msg_id ${fo_plain[-1]}/s, with ${fo_msg[-1]}/s; the same msg_id again: 0 sent"
+done
+
+
 # ---- 1000 concurrent streams ----------------------------------------------
 
 # nginx 1.22 leaks closed-stream nodes when more than ~223 streams close at
@@ -750,6 +780,8 @@ FO2=$(med "${fo2[@]}");     FO1=$(med "${fo1[@]}")
 FO1000=$(med "${fo1000[@]}"); H2ON1000=$(med "${h2on1000[@]}")
 R_H21000=$(ratio "$FO1000" "$H2ON1000"); P_H21000=$(med "${pr_h21000[@]}")
 R_FLAP=$(ratio "$FLAP" "$FLAP_STEADY")
+FOP=$(med "${fo_plain[@]}"); FOM=$(med "${fo_msg[@]}")
+R_MSG=$(ratio "$FOM" "$FOP"); P_MSG=$(med "${pr_msg[@]}")
 PEER=$(med "${peer[@]}");   PEERT=$(med "${peer_total[@]}")
 PEER_OK=$(med "${peer_ok[@]}"); PEER_LOST=$(med "${peer_lost[@]}")
 PEER_LOGGED=$(med "${peer_logged[@]}")
@@ -775,6 +807,7 @@ V_H2=$(verdict "$R_H2" ">=" 0.7)
 V_PEER=$(verdict "$R_PEER" ">=" 3)
 V_GROW=$(verdict "$MG" "<=" 1024)
 V_PER=$(verdict "$MPER" "<" 4096)
+V_MSG=$(verdict "$P_MSG" ">=" 0.9)
 
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 pct() { awk -v a="$1" -v w="$2" 'BEGIN { printf "%.0f", (w > 0 ? a * 100 / w : 0) }'; }
@@ -801,6 +834,7 @@ cat <<EOF
 | h2load → simulator, log off (no log zone) | $(fmt "$H2OFF") notif/s | log on / off = $R_LOG |
 | timpush fan-out, \`timpush_apns_connections 2\` (one POST /v1/push to $USERS users) | $(fmt "$FO2") notif/s | **$R_H2 × h2load** (target ≥ 0.7: $V_H2); median of the per-round ratios $P_H2 |
 | timpush fan-out, \`timpush_apns_connections 1\` | $(fmt "$FO1") notif/s | $R_H21 × h2load measured in the same rounds ($(fmt "$H2ON1")/s); median of the per-round ratios $P_H21 |
+| timpush fan-out **with a \`msg_id\`** (a new one each time: every device claimed, then marked) | $(fmt "$FOM") notif/s | **$P_MSG × the same fan-out without** (median of the per-round ratios; target ≥ 0.9: $V_MSG); medians $(fmt "$FOM") vs $(fmt "$FOP")/s; the same \`msg_id\` again: 0 sent, every recipient \`duplicate\` |
 | timpush fan-out to a simulator allowing **1000 streams** (\`http2_max_concurrent_streams 1000\`) | $(fmt "$FO1000") notif/s | $R_H21000 × h2load with 1000 streams ($(fmt "$H2ON1000")/s); median of the per-round ratios $P_H21000 |
 | timpush fan-out to a peer that **flaps SETTINGS** (MAX_CONCURRENT_STREAMS 1 after each 410, 1000 after each 200; 5% of $USERS unregistered), Timpush::H2Peer | $(fmt "$FLAP") notif/s | **$R_FLAP × the same peer steady** ($(fmt "$FLAP_STEADY")/s); the peer, in Perl, is the limit of both |
 | @parse/node-apn → simulator, confirmed (200 seen by the app) / wall time | $(fmt "$PEER") notif/s | timpush = **$R_PEER ×** node-apn (target ≥ 3: $V_PEER); median of the per-round ratios $P_PEER |
@@ -823,6 +857,7 @@ All runs:
 - h2load, log off: ${h2off[*]}
 - timpush fan-out, 2 connections: ${fo2[*]}; per-round ratio to h2load: ${pr_h2[*]}
 - timpush fan-out, 1 connection: ${fo1[*]} (h2load in the same rounds: ${h2on1[*]})
+- timpush fan-out with a msg_id: ${fo_msg[*]}; without, same rounds: ${fo_plain[*]}; per-round ratio: ${pr_msg[*]}
 - timpush fan-out, 1000 streams: ${fo1000[*]} (h2load, 1000 streams, same rounds: ${h2on1000[*]})
 - flapping and steady peer, each round: $FLAP_ROUNDS
 - node-apn confirmed/s: ${peer[*]}; confirmed: ${peer_ok[*]}; logged by the simulator: ${peer_logged[*]}

@@ -79,6 +79,7 @@ typedef struct {
     ngx_msec_t                     apns_read_timeout;
     ngx_uint_t                     apns_queue;
     ngx_msec_t                     credential_recheck;
+    ngx_msec_t                     dedup_window;
 } ngx_http_timpush_main_conf_t;
 
 
@@ -99,6 +100,11 @@ typedef enum {
     NGX_HTTP_TIMPUSH_SCRIPT_FOREGROUND,
     NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
     NGX_HTTP_TIMPUSH_SCRIPT_PRUNE,
+    NGX_HTTP_TIMPUSH_SCRIPT_CLAIM,
+    NGX_HTTP_TIMPUSH_SCRIPT_SETTLE,
+    NGX_HTTP_TIMPUSH_SCRIPT_RELEASE,
+    NGX_HTTP_TIMPUSH_SCRIPT_UNDO,
+    NGX_HTTP_TIMPUSH_SCRIPT_MARK,
     NGX_HTTP_TIMPUSH_SCRIPT_LAST
 } ngx_http_timpush_script_e;
 
@@ -126,6 +132,44 @@ ngx_int_t ngx_http_timpush_store_room(ngx_uint_t n);
 const char *ngx_http_timpush_store_strerror(ngx_int_t rc);
 ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
     ngx_str_t *key);
+ngx_int_t ngx_http_timpush_store_token_key(ngx_pool_t *pool,
+    ngx_str_t *token, ngx_str_t *key);
+ngx_int_t ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *user,
+    ngx_str_t *key);
+
+
+/*
+ * One device, one account (owner.c, DESIGN §12): the registrations and
+ * removals of tokens that keep the reverse index "<prefix>:t:{<token>}" in
+ * step with the users' hashes.  A sequence runs to its end even when its
+ * caller goes away (detach): it never leaves the two halves apart.
+ */
+
+typedef struct ngx_http_timpush_owner_s  ngx_http_timpush_owner_t;
+
+/*
+ * rc: NGX_OK; a store error (NGX_DECLINED, NGX_AGAIN, NGX_ERROR) for the
+ * first step that failed; NGX_BUSY: the registration lost a race to
+ * another one, which holds the token now.  The owner is freed on return.
+ */
+typedef void (*ngx_http_timpush_owner_done_pt)(void *data,
+    ngx_http_timpush_owner_t *o, ngx_int_t rc);
+
+ngx_http_timpush_owner_t *ngx_http_timpush_owner_create(ngx_log_t *log,
+    ngx_str_t *user);
+ngx_int_t ngx_http_timpush_owner_register(ngx_http_timpush_owner_t *o,
+    ngx_str_t *token, ngx_str_t *args, ngx_uint_t nargs,
+    ngx_http_timpush_owner_done_pt done, void *data);
+ngx_int_t ngx_http_timpush_owner_remove(ngx_http_timpush_owner_t *o,
+    ngx_http_timpush_script_e script, ngx_str_t *args, ngx_uint_t nargs,
+    ngx_http_timpush_owner_done_pt done, void *data);
+ngx_int_t ngx_http_timpush_owner_release(ngx_http_timpush_owner_t *o,
+    ngx_str_t *token, ngx_http_timpush_owner_done_pt done, void *data);
+void ngx_http_timpush_owner_detach(ngx_http_timpush_owner_t *o);
+void ngx_http_timpush_owner_destroy(ngx_http_timpush_owner_t *o);
+ngx_array_t *ngx_http_timpush_owner_removed(ngx_http_timpush_owner_t *o);
+ngx_str_t *ngx_http_timpush_owner_moved_from(ngx_http_timpush_owner_t *o);
+ngx_str_t *ngx_http_timpush_owner_holder(ngx_http_timpush_owner_t *o);
 
 
 /* credentials (auth.c) */

@@ -30,6 +30,7 @@ typedef struct {
     ngx_uint_t                     business_id;
     ngx_uint_t                     unread;
     ngx_http_timpush_store_cmd_t  *cmd;
+    ngx_http_timpush_owner_t      *owner;
     ngx_uint_t                     error_status;
     const char                    *error_code;
     u_char                        *error_message;
@@ -85,8 +86,17 @@ static void ngx_http_timpush_api_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_api_answer(ngx_http_request_t *r,
     ngx_http_timpush_api_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_timpush_api_own(ngx_http_request_t *r,
+    ngx_http_timpush_api_ctx_t *ctx, ngx_http_timpush_script_e script,
+    ngx_str_t *args, ngx_uint_t nargs);
+static void ngx_http_timpush_api_owned(void *data,
+    ngx_http_timpush_owner_t *o, ngx_int_t rc);
+static ngx_int_t ngx_http_timpush_api_owner_answer(ngx_http_request_t *r,
+    ngx_http_timpush_api_ctx_t *ctx, ngx_http_timpush_owner_t *o,
+    ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_api_registered(ngx_http_request_t *r,
-    ngx_http_timpush_api_ctx_t *ctx, redisReply *reply, yajl_gen g);
+    ngx_http_timpush_api_ctx_t *ctx, ngx_http_timpush_owner_t *o,
+    yajl_gen g);
 static ngx_int_t ngx_http_timpush_api_devices(ngx_http_request_t *r,
     ngx_http_timpush_api_ctx_t *ctx, redisReply *reply, yajl_gen g);
 static ngx_int_t ngx_http_timpush_api_collect(ngx_http_request_t *r,
@@ -908,6 +918,14 @@ ngx_http_timpush_api_run(ngx_http_request_t *r,
         break;
     }
 
+    if (ctx->op == NGX_HTTP_TIMPUSH_OP_REGISTER
+        || ctx->op == NGX_HTTP_TIMPUSH_OP_UNREGISTER
+        || ctx->op == NGX_HTTP_TIMPUSH_OP_LOGOUT)
+    {
+        /* tokens come and go: their reverse index with them (owner.c) */
+        return ngx_http_timpush_api_own(r, ctx, script, args, nargs);
+    }
+
     rc = ngx_http_timpush_store_run(script, &ctx->key, 1, args, nargs,
                                     ngx_http_timpush_api_reply, r,
                                     &ctx->cmd);
@@ -919,6 +937,122 @@ ngx_http_timpush_api_run(ngx_http_request_t *r,
     ctx->cmd = NULL;
 
     return ngx_http_timpush_api_store_error(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_api_own(ngx_http_request_t *r,
+    ngx_http_timpush_api_ctx_t *ctx, ngx_http_timpush_script_e script,
+    ngx_str_t *args, ngx_uint_t nargs)
+{
+    ngx_int_t                  rc;
+    ngx_http_timpush_owner_t  *o;
+
+    o = ngx_http_timpush_owner_create(r->connection->log, &ctx->user);
+    if (o == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (script == NGX_HTTP_TIMPUSH_SCRIPT_REGISTER) {
+        rc = ngx_http_timpush_owner_register(o, &ctx->token, args, nargs,
+                                             ngx_http_timpush_api_owned, r);
+
+    } else {
+        rc = ngx_http_timpush_owner_remove(o, script, args, nargs,
+                                           ngx_http_timpush_api_owned, r);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_timpush_owner_destroy(o);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_timpush_api_store_error(r, rc);
+    }
+
+    ctx->owner = o;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_timpush_api_owned(void *data, ngx_http_timpush_owner_t *o,
+    ngx_int_t rc)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_connection_t            *c;
+    ngx_http_timpush_api_ctx_t  *ctx;
+
+    c = r->connection;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_timpush_module);
+    ctx->owner = NULL;
+
+    rc = ngx_http_timpush_api_owner_answer(r, ctx, o, rc);
+
+    /* the request may be freed in there */
+    ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_api_owner_answer(ngx_http_request_t *r,
+    ngx_http_timpush_api_ctx_t *ctx, ngx_http_timpush_owner_t *o,
+    ngx_int_t rc)
+{
+    yajl_gen      g;
+    ngx_array_t  *removed;
+
+    if (rc == NGX_BUSY) {
+        return ngx_http_timpush_api_error(r, NGX_HTTP_CONFLICT, "conflict",
+                                  "token: registered meanwhile for user_id "
+                                  "\"%V\", which keeps it (the last "
+                                  "registration wins)",
+                                  ngx_http_timpush_owner_holder(o));
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "store_unavailable", "%s",
+                                          ngx_http_timpush_store_strerror(rc));
+    }
+
+    g = ngx_http_timpush_json_gen(r->pool);
+    if (g == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    yajl_gen_map_open(g);
+
+    removed = ngx_http_timpush_owner_removed(o);
+
+    switch (ctx->op) {
+
+    case NGX_HTTP_TIMPUSH_OP_REGISTER:
+        rc = ngx_http_timpush_api_registered(r, ctx, o, g);
+        break;
+
+    case NGX_HTTP_TIMPUSH_OP_UNREGISTER:
+        rc = ngx_http_timpush_json_key_bool(g, "removed", removed->nelts > 0);
+        break;
+
+    default: /* NGX_HTTP_TIMPUSH_OP_LOGOUT */
+        rc = ngx_http_timpush_json_key_int(g, "removed", removed->nelts);
+        break;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    yajl_gen_map_close(g);
+
+    return ngx_http_timpush_api_send(r, NGX_HTTP_OK, g);
 }
 
 
@@ -985,26 +1119,8 @@ ngx_http_timpush_api_answer(ngx_http_request_t *r,
 
     switch (ctx->op) {
 
-    case NGX_HTTP_TIMPUSH_OP_REGISTER:
-        rc = ngx_http_timpush_api_registered(r, ctx, reply, g);
-        break;
-
     case NGX_HTTP_TIMPUSH_OP_LIST:
         rc = ngx_http_timpush_api_devices(r, ctx, reply, g);
-        break;
-
-    case NGX_HTTP_TIMPUSH_OP_UNREGISTER:
-        rc = ngx_http_timpush_json_key_bool(g, "removed",
-                                            reply->type
-                                                == REDIS_REPLY_INTEGER
-                                            && reply->integer > 0);
-        break;
-
-    case NGX_HTTP_TIMPUSH_OP_LOGOUT:
-        rc = ngx_http_timpush_json_key_int(g, "removed",
-                                           reply->type
-                                               == REDIS_REPLY_INTEGER
-                                           ? reply->integer : 0);
         break;
 
     default: /* BACKGROUND, FOREGROUND */
@@ -1039,12 +1155,14 @@ ngx_http_timpush_api_answer(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_timpush_api_registered(ngx_http_request_t *r,
-    ngx_http_timpush_api_ctx_t *ctx, redisReply *reply, yajl_gen g)
+    ngx_http_timpush_api_ctx_t *ctx, ngx_http_timpush_owner_t *o,
+    yajl_gen g)
 {
-    u_char      buf[32], buf2[32];
-    size_t      i;
-    ngx_str_t   token;
-    ngx_int_t   rc;
+    u_char        buf[32], buf2[32];
+    ngx_str_t    *kicked, *from;
+    ngx_int_t     rc;
+    ngx_uint_t    i;
+    ngx_array_t  *removed;
 
     rc = ngx_http_timpush_json_key_str(g, "user_id", &ctx->user);
     rc |= ngx_http_timpush_json_key_str(g, "token", &ctx->token);
@@ -1057,30 +1175,34 @@ ngx_http_timpush_api_registered(ngx_http_request_t *r,
 
     yajl_gen_array_open(g);
 
-    if (reply->type == REDIS_REPLY_ARRAY) {
-        for (i = 0; i < reply->elements; i++) {
-            if (reply->element[i]->type != REDIS_REPLY_STRING) {
-                continue;
-            }
+    removed = ngx_http_timpush_owner_removed(o);
+    kicked = removed->elts;
 
-            token.data = (u_char *) reply->element[i]->str;
-            token.len = reply->element[i]->len;
-
-            if (ngx_http_timpush_json_str(g, &token) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            *ngx_http_timpush_short_token(buf, &token) = '\0';
-            *ngx_http_timpush_short_token(buf2, &ctx->token) = '\0';
-
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "timpush: user \"%V\" business_id %ui: device %s "
-                          "kicked by the new device %s",
-                          &ctx->user, ctx->business_id, buf, buf2);
+    for (i = 0; i < removed->nelts; i++) {
+        if (ngx_http_timpush_json_str(g, &kicked[i]) != NGX_OK) {
+            return NGX_ERROR;
         }
+
+        *ngx_http_timpush_short_token(buf, &kicked[i]) = '\0';
+        *ngx_http_timpush_short_token(buf2, &ctx->token) = '\0';
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "timpush: user \"%V\" business_id %ui: device %s "
+                      "kicked by the new device %s",
+                      &ctx->user, ctx->business_id, buf, buf2);
     }
 
     yajl_gen_array_close(g);
+
+    /* DESIGN §12: the account the device was logged into before */
+
+    from = ngx_http_timpush_owner_moved_from(o);
+
+    if (from && ngx_http_timpush_json_key_str(g, "moved_from", from)
+                != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }
@@ -1429,6 +1551,12 @@ ngx_http_timpush_api_cleanup(void *data)
     if (ctx->cmd) {
         ngx_http_timpush_store_forget(ctx->cmd);
         ctx->cmd = NULL;
+    }
+
+    if (ctx->owner) {
+        /* its sequence goes on to its end without us */
+        ngx_http_timpush_owner_detach(ctx->owner);
+        ctx->owner = NULL;
     }
 }
 

@@ -112,6 +112,13 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       offsetof(ngx_http_timpush_main_conf_t, credential_recheck),
       NULL },
 
+    { ngx_string("timpush_dedup_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, dedup_window),
+      NULL },
+
     { ngx_string("timpush_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_timpush_api,
@@ -183,6 +190,7 @@ ngx_http_timpush_create_main_conf(ngx_conf_t *cf)
     tmcf->apns_read_timeout = NGX_CONF_UNSET_MSEC;
     tmcf->apns_queue = NGX_CONF_UNSET_UINT;
     tmcf->credential_recheck = NGX_CONF_UNSET_MSEC;
+    tmcf->dedup_window = NGX_CONF_UNSET_MSEC;
 
     return tmcf;
 }
@@ -200,16 +208,18 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(tmcf->apns_read_timeout, 5000);
     ngx_conf_init_uint_value(tmcf->apns_queue, 65536);
     ngx_conf_init_msec_value(tmcf->credential_recheck, 3600000);
+    ngx_conf_init_msec_value(tmcf->dedup_window, 86400000);
 
     if (tmcf->max_recipients == 0 || tmcf->apns_connections == 0
         || tmcf->apns_connections > 64 || tmcf->apns_timeout == 0
         || tmcf->apns_queue == 0 || tmcf->credential_recheck == 0
-        || tmcf->apns_read_timeout == 0)
+        || tmcf->apns_read_timeout == 0 || tmcf->dedup_window == 0)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "timpush: timpush_max_recipients, timpush_apns_queue, "
-                      "timpush_apns_timeout, timpush_apns_read_timeout and "
-                      "timpush_credential_recheck must be positive, "
+                      "timpush_apns_timeout, timpush_apns_read_timeout, "
+                      "timpush_credential_recheck and timpush_dedup_window "
+                      "must be positive, "
                       "timpush_apns_connections from 1 to 64");
         return NGX_CONF_ERROR;
     }

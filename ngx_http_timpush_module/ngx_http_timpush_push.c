@@ -7,6 +7,8 @@
  * per batch of users, which also counts the badges), each device gets its
  * notification through the transport as soon as its batch is read, dead
  * tokens are pruned, and the caller gets one answer listing every device.
+ * With a msg_id, a device that already got it is skipped, and the outcome
+ * of each device sent is marked for the next push with that msg_id.
  */
 
 
@@ -34,6 +36,14 @@
 typedef struct ngx_http_timpush_push_s  ngx_http_timpush_push_t;
 
 
+/* one MARK call: the outcome of a batch of users' devices (msg_id) */
+
+typedef struct {
+    ngx_http_timpush_push_t            *push;
+    ngx_http_timpush_store_cmd_t       *cmd;
+} ngx_http_timpush_mark_t;
+
+
 typedef struct {
     ngx_http_timpush_apns_note_t        note;
     ngx_http_timpush_push_t            *push;
@@ -42,8 +52,10 @@ typedef struct {
     int64_t                             badge;
     int64_t                             registered_at;
     ngx_http_timpush_store_cmd_t       *prune;
+    ngx_http_timpush_owner_t           *owner;       /* pruned: its index */
     u_char                              digits[NGX_INT64_LEN];
     unsigned                            foreground:1;
+    unsigned                            duplicate:1; /* got the msg_id */
     unsigned                            unknown:1;
     unsigned                            pending:1;
     unsigned                            removed:1;
@@ -53,6 +65,7 @@ typedef struct {
 typedef struct ngx_http_timpush_recipient_s {
     ngx_str_t                           user;
     ngx_str_t                           key;
+    ngx_str_t                           mkey;        /* msg_id marks */
     ngx_http_timpush_push_t            *push;
     ngx_http_timpush_device_note_t     *devices;
     ngx_uint_t                          ndevices;
@@ -84,11 +97,15 @@ struct ngx_http_timpush_push_s {
     uintptr_t                          *seen;        /* credentials used */
     ngx_uint_t                          ncreds;
     ngx_uint_t                          pending;
-    ngx_str_t                           inc;
+    ngx_str_t                           args[6];     /* PUSH's */
+    ngx_uint_t                          nargs;
+    ngx_http_timpush_mark_t            *marks;
     int64_t                             started;     /* ms */
     ngx_http_timpush_apns_headers_t     headers;     /* of every note */
     ngx_event_t                         wait;        /* Redis was full */
     unsigned                            answered:1;
+    unsigned                            dedup:1;     /* with a msg_id */
+    unsigned                            marked:1;
 };
 
 
@@ -112,6 +129,15 @@ static ngx_int_t ngx_http_timpush_push_prune(
     ngx_http_timpush_device_note_t *dn);
 static void ngx_http_timpush_push_pruned(void *data, redisReply *reply,
     ngx_int_t rc);
+static void ngx_http_timpush_push_released(void *data,
+    ngx_http_timpush_owner_t *o, ngx_int_t rc);
+static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
+    ngx_http_timpush_main_conf_t *tmcf);
+static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_marked(void *data, redisReply *reply,
+    ngx_int_t rc);
+static ngx_uint_t ngx_http_timpush_push_all_duplicate(
+    ngx_http_timpush_recipient_t *rcpt);
 static void ngx_http_timpush_push_done(ngx_http_timpush_push_t *push);
 static ngx_int_t ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push);
 static ngx_uint_t ngx_http_timpush_push_kind(
@@ -224,6 +250,14 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        if (push->msg.msg_id.len
+            && ngx_http_timpush_store_msg_key(r->pool, &rcpt->user,
+                                              &rcpt->mkey)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -240,16 +274,33 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     push->headers.push_type = push->msg.push_type;
     push->headers.topic_suffix = push->msg.topic_suffix;
     push->headers.collapse_id = push->msg.collapse_id;
+
+    /* a duplicate that still reaches APNs shows once (DESIGN §12) */
+
+    if (push->headers.collapse_id.len == 0
+        && push->msg.msg_id.len <= NGX_HTTP_TIMPUSH_COLLAPSE_ID_MAX)
+    {
+        push->headers.collapse_id = push->msg.msg_id;
+    }
+
     push->headers.priority = push->msg.priority;
     push->headers.expiration = push->msg.expiration;
 
     /* notifications sent late in the push share its deadline */
     push->headers.expires = ngx_current_msec + tmcf->apns_timeout;
 
-    ngx_str_set(&push->inc, "1");
+    ngx_str_set(&push->args[0], "1");
 
     if (push->msg.ignore_badge) {
-        ngx_str_set(&push->inc, "0");
+        ngx_str_set(&push->args[0], "0");
+    }
+
+    push->nargs = 1;
+
+    if (push->msg.msg_id.len
+        && ngx_http_timpush_push_dedup(push, tmcf) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     push->wait.handler = ngx_http_timpush_push_wait_handler;
@@ -317,8 +368,8 @@ static void
 ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 {
     ngx_int_t                  rc;
-    ngx_str_t                  keys[NGX_HTTP_TIMPUSH_PUSH_BATCH];
-    ngx_uint_t                 i, window;
+    ngx_str_t                  keys[2 * NGX_HTTP_TIMPUSH_PUSH_BATCH];
+    ngx_uint_t                 i, n, window;
     ngx_http_timpush_batch_t  *batch;
 
     window = 0;
@@ -359,12 +410,21 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 
         batch = &push->batches[push->next];
 
-        for (i = 0; i < batch->nrcpts; i++) {
+        /* the users' hashes, then with a msg_id their marks */
+
+        n = batch->nrcpts;
+
+        for (i = 0; i < n; i++) {
             keys[i] = batch->rcpts[i].key;
+
+            if (push->dedup) {
+                keys[n + i] = batch->rcpts[i].mkey;
+            }
         }
 
         rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
-                                        keys, batch->nrcpts, &push->inc, 1,
+                                        keys, push->dedup ? 2 * n : n,
+                                        push->args, push->nargs,
                                         ngx_http_timpush_push_read, batch,
                                         &batch->cmd);
 
@@ -600,6 +660,15 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
             dn->foreground = 1;
             break;
 
+        case 'd':
+            /* the msg_id's: an integer after the hash, as n: */
+
+            if (value->type == REDIS_REPLY_INTEGER) {
+                dn->duplicate = 1;
+            }
+
+            break;
+
         case 'n':
             /*
              * The new badge, an integer after every field of the hash; a
@@ -699,7 +768,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     dn->push = push;
     dn->rcpt = rcpt;
 
-    if (dn->foreground) {
+    if (dn->foreground || dn->duplicate) {
         dn->badge = -1;
         return;
     }
@@ -894,9 +963,224 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
                       (note->reason.len == 14)
                       ? " (a sandbox token sent to production, or the "
                         "reverse?)" : "");
+
+        /* the token's reverse index goes with it; the same pending count */
+
+        dn->owner = ngx_http_timpush_owner_create(
+                                        push->request->connection->log,
+                                        &dn->rcpt->user);
+
+        if (dn->owner) {
+            if (ngx_http_timpush_owner_release(dn->owner, &note->token,
+                                               ngx_http_timpush_push_released,
+                                               dn)
+                == NGX_OK)
+            {
+                return;
+            }
+
+            ngx_http_timpush_owner_destroy(dn->owner);
+            dn->owner = NULL;
+        }
     }
 
     dn->pending = 0;
+    push->pending--;
+
+    ngx_http_timpush_push_done(push);
+}
+
+
+static void
+ngx_http_timpush_push_released(void *data, ngx_http_timpush_owner_t *o,
+    ngx_int_t rc)
+{
+    ngx_http_timpush_device_note_t *dn = data;
+
+    dn->owner = NULL;
+    dn->pending = 0;
+    dn->push->pending--;
+
+    ngx_http_timpush_push_done(dn->push);
+}
+
+
+/*
+ * The PUSH script's arguments with a msg_id (see its comment in store.c):
+ * marks are scored 4 * ms + state; a device being sent is so until the
+ * push's deadline and Redis's own, its lease; marks older than the window
+ * go, and a user's key lives the window and a lease after the last push.
+ */
+
+static ngx_int_t
+ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
+    ngx_http_timpush_main_conf_t *tmcf)
+{
+    u_char     *p;
+    int64_t     lease;
+    ngx_uint_t  i;
+
+    p = ngx_pnalloc(push->request->pool, 4 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    push->marks = ngx_pcalloc(push->request->pool,
+                              push->nbatches * sizeof(ngx_http_timpush_mark_t));
+    if (push->marks == NULL) {
+        return NGX_ERROR;
+    }
+
+    lease = tmcf->apns_timeout + tmcf->redis.timeout;
+
+    push->args[1] = push->msg.msg_id;
+
+    for (i = 2; i < 6; i++) {
+        push->args[i].data = p;
+
+        switch (i) {
+        case 2:
+            p = ngx_sprintf(p, "%L", push->started);
+            break;
+        case 3:
+            p = ngx_sprintf(p, "%L", (push->started + lease) * 4 + 1);
+            break;
+        case 4:
+            p = ngx_sprintf(p, "%L",
+                            (push->started - (int64_t) tmcf->dedup_window)
+                            * 4);
+            break;
+        default:
+            p = ngx_sprintf(p, "%L", (int64_t) tmcf->dedup_window + lease);
+            break;
+        }
+
+        push->args[i].len = p - push->args[i].data;
+    }
+
+    push->nargs = 6;
+    push->dedup = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Every device is answered: each device the push claimed is marked sent
+ * ("+", a 200) or failed ("-", any other outcome: a push of the msg_id
+ * again sends it, its badge not counted again), one call per batch.
+ */
+
+static void
+ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
+{
+    u_char                          *p, *now;
+    ngx_int_t                        rc;
+    ngx_str_t                        keys[NGX_HTTP_TIMPUSH_PUSH_BATCH];
+    ngx_str_t                        args[3 + NGX_HTTP_TIMPUSH_PUSH_BATCH];
+    ngx_uint_t                       b, i, j, n;
+    ngx_time_t                      *tp;
+    ngx_http_timpush_batch_t        *batch;
+    ngx_http_timpush_recipient_t    *rcpt;
+    ngx_http_timpush_device_note_t  *dn;
+
+    now = ngx_pnalloc(push->request->pool, 2 * NGX_INT64_LEN);
+    if (now == NULL) {
+        return;
+    }
+
+    tp = ngx_timeofday();
+
+    args[0] = push->msg.msg_id;
+    args[1].data = now;
+    p = ngx_sprintf(now, "%L", ((int64_t) tp->sec * 1000 + tp->msec) * 4);
+    args[1].len = p - now;
+    args[2].data = p;
+    p = ngx_sprintf(p, "%L", ((int64_t) tp->sec * 1000 + tp->msec) * 4 + 2);
+    args[2].len = p - args[2].data;
+
+    for (b = 0; b < push->nbatches; b++) {
+        batch = &push->batches[b];
+        n = 0;
+
+        for (i = 0; i < batch->nrcpts; i++) {
+            rcpt = &batch->rcpts[i];
+
+            p = ngx_pnalloc(push->request->pool,
+                            rcpt->ndevices * (NGX_HTTP_TIMPUSH_TOKEN_MAX + 2));
+            if (p == NULL) {
+                return;
+            }
+
+            args[3 + n].data = p;
+
+            for (j = 0; j < rcpt->ndevices; j++) {
+                dn = &rcpt->devices[j];
+
+                if (dn->foreground || dn->duplicate) {
+                    continue;
+                }
+
+                *p++ = (!dn->unknown && dn->note.status == NGX_HTTP_OK)
+                       ? '+' : '-';
+                p = ngx_cpymem(p, dn->note.token.data, dn->note.token.len);
+                *p++ = ' ';
+            }
+
+            args[3 + n].len = p - args[3 + n].data;
+
+            if (args[3 + n].len) {
+                keys[n++] = rcpt->mkey;
+            }
+        }
+
+        if (n == 0) {
+            continue;
+        }
+
+        push->marks[b].push = push;
+
+        rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_MARK, keys, n,
+                                        args, 3 + n,
+                                        ngx_http_timpush_push_marked,
+                                        &push->marks[b], &push->marks[b].cmd);
+        if (rc != NGX_OK) {
+            push->marks[b].cmd = NULL;
+            ngx_http_timpush_push_marked(&push->marks[b], NULL, rc);
+            continue;
+        }
+
+        push->pending++;
+    }
+}
+
+
+static void
+ngx_http_timpush_push_marked(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_timpush_mark_t *mark = data;
+
+    ngx_http_timpush_push_t  *push;
+
+    push = mark->push;
+
+    if (rc != NGX_OK) {
+        /* the leases end the marks "being sent": a push then sends again */
+
+        ngx_log_error(NGX_LOG_WARN, push->request->connection->log, 0,
+                      "timpush: msg_id \"%V\": the outcome of its devices "
+                      "could not be kept (%s): a push of it again skips "
+                      "them until its deadline has passed, and sends them "
+                      "after", &push->msg.msg_id,
+                      ngx_http_timpush_store_strerror(rc));
+    }
+
+    if (mark->cmd == NULL) {
+        /* not queued: called from push_mark() itself */
+        return;
+    }
+
+    mark->cmd = NULL;
     push->pending--;
 
     ngx_http_timpush_push_done(push);
@@ -918,6 +1202,16 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
 
     if (push->pending) {
         return;
+    }
+
+    if (push->dedup && !push->marked) {
+        push->marked = 1;
+
+        ngx_http_timpush_push_mark(push);
+
+        if (push->pending) {
+            return;
+        }
     }
 
     push->answered = 1;
@@ -965,8 +1259,12 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
         if (rcpt->error) {
             counts[1]++;
 
-        } else if (rcpt->ndevices == 0) {
+        } else if (rcpt->ndevices == 0
+                   || ngx_http_timpush_push_all_duplicate(rcpt))
+        {
             counts[2]++;
+            size += ngx_http_timpush_push_result_size(rcpt, NULL);
+            continue;
         }
 
         size += ngx_http_timpush_push_result_size(rcpt, NULL)
@@ -991,12 +1289,15 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
     for (i = 0; i < push->nrcpts; i++) {
         rcpt = &push->rcpts[i];
 
-        if (rcpt->error || rcpt->ndevices == 0) {
+        if (rcpt->error || rcpt->ndevices == 0
+            || ngx_http_timpush_push_all_duplicate(rcpt))
+        {
             p = ngx_cpymem(p, "{\"user_id\":\"", sizeof("{\"user_id\":\"") - 1);
             p = ngx_http_timpush_json_escape(p, &rcpt->user);
             p = ngx_sprintf(p, "\",\"%s\":\"%s\"},",
                             rcpt->error ? "error" : "skipped",
-                            rcpt->error ? rcpt->error : "no_devices");
+                            rcpt->error ? rcpt->error
+                            : rcpt->ndevices ? "duplicate" : "no_devices");
             continue;
         }
 
@@ -1019,12 +1320,33 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
 }
 
 
+/*
+ * A user all of whose devices already got the msg_id has one entry, as
+ * a user without devices has (DESIGN §12); with some that did not (they
+ * failed the last time, were in the foreground), each device has its own.
+ */
+
+static ngx_uint_t
+ngx_http_timpush_push_all_duplicate(ngx_http_timpush_recipient_t *rcpt)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < rcpt->ndevices; i++) {
+        if (!rcpt->devices[i].duplicate) {
+            return 0;
+        }
+    }
+
+    return rcpt->ndevices > 0;
+}
+
+
 /* 0: sent, 1: failed, 2: skipped */
 
 static ngx_uint_t
 ngx_http_timpush_push_kind(ngx_http_timpush_device_note_t *dn)
 {
-    if (dn->foreground) {
+    if (dn->foreground || dn->duplicate) {
         return 2;
     }
 
@@ -1072,6 +1394,11 @@ ngx_http_timpush_push_result(ngx_http_timpush_push_t *push, u_char *p,
     if (dn->foreground) {
         return ngx_cpymem(p, "\"skipped\":\"foreground\"},",
                           sizeof("\"skipped\":\"foreground\"},") - 1);
+    }
+
+    if (dn->duplicate) {
+        return ngx_cpymem(p, "\"skipped\":\"duplicate\"},",
+                          sizeof("\"skipped\":\"duplicate\"},") - 1);
     }
 
     if (dn->unknown) {
@@ -1126,6 +1453,12 @@ ngx_http_timpush_push_cleanup(void *data)
             ngx_http_timpush_store_forget(push->batches[i].cmd);
             push->batches[i].cmd = NULL;
         }
+
+        if (push->marks && push->marks[i].cmd) {
+            /* the marks are written all the same */
+            ngx_http_timpush_store_forget(push->marks[i].cmd);
+            push->marks[i].cmd = NULL;
+        }
     }
 
     for (i = 0; i < push->nrcpts; i++) {
@@ -1141,6 +1474,11 @@ ngx_http_timpush_push_cleanup(void *data)
             if (dn->prune) {
                 ngx_http_timpush_store_forget(dn->prune);
                 dn->prune = NULL;
+            }
+
+            if (dn->owner) {
+                ngx_http_timpush_owner_detach(dn->owner);
+                dn->owner = NULL;
             }
         }
     }

@@ -117,7 +117,7 @@ static ngx_str_t  ngx_http_timpush_root_keys[] = {
     ngx_string("to"), ngx_string("from"), ngx_string("group"),
     ngx_string("elems"), ngx_string("offline_push"), ngx_string("priority"),
     ngx_string("expiration"), ngx_string("online_user_only"),
-    ngx_null_string
+    ngx_string("msg_id"), ngx_null_string
 };
 
 
@@ -667,6 +667,32 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
         }
 
         msg->expiration = e;
+    }
+
+    /* DESIGN §12: 1-128 bytes, no control characters (a header, a key) */
+
+    v = ngx_http_timpush_body_get(root, "msg_id");
+
+    if (v) {
+        if (v->type != NGX_HTTP_TIMPUSH_JSON_STRING) {
+            return ngx_http_timpush_body_error(err, "invalid_field",
+                                               "msg_id: must be a string");
+        }
+
+        if (v->str.len == 0 || v->str.len > NGX_HTTP_TIMPUSH_MSG_ID_MAX) {
+            return ngx_http_timpush_body_error(err, "invalid_field",
+                                      "msg_id: must be 1 to %ui bytes",
+                                      (ngx_uint_t) NGX_HTTP_TIMPUSH_MSG_ID_MAX);
+        }
+
+        if (ngx_http_timpush_utf8_check(v->str.data, v->str.len, 1)
+            != NGX_OK)
+        {
+            return ngx_http_timpush_body_error(err, "invalid_field",
+                          "msg_id: must be UTF-8 without control characters");
+        }
+
+        msg->msg_id = v->str;
     }
 
     return ngx_http_timpush_body_bool(root, "", "online_user_only",

@@ -25,6 +25,7 @@
 #define NGX_HTTP_TIMPUSH_PAYLOAD_MAX          4096
 #define NGX_HTTP_TIMPUSH_PAYLOAD_MAX_VOIP     5120
 #define NGX_HTTP_TIMPUSH_COLLAPSE_ID_MAX      64
+#define NGX_HTTP_TIMPUSH_MSG_ID_MAX           128
 
 /* badges are clamped to this; the payload template leaves room for it */
 #define NGX_HTTP_TIMPUSH_BADGE_MAX            9999999999ULL
@@ -56,6 +57,7 @@ typedef struct {
     ngx_str_t       thread_id;
     ngx_str_t       collapse_id;   /* apns-collapse-id when not empty */
     ngx_str_t       interruption_level;
+    ngx_str_t       msg_id;        /* the IM message's key; empty: none */
 
     ngx_str_t       push_type;     /* apns-push-type: "alert",
                                       "background" or "voip" */

@@ -8,9 +8,11 @@
  * Every command has a deadline on an nginx timer; a reply that comes after
  * it is dropped.  The connection is re-made with backoff when it fails.
  *
- * All of a user's data is one hash, "<prefix>:u:{<user>}", changed by one
- * Lua script per operation (EVALSHA, with EVAL when Redis has forgotten
- * the script): atomic, one round trip, and valid on Redis Cluster.
+ * A user's devices are one hash, "<prefix>:u:{<user>}", and the msg_id
+ * marks one sorted set of the same slot, "<prefix>:m:{<user>}"; each token
+ * has a reverse index, "<prefix>:t:{<token>}" (owner.c).  Each is changed
+ * by Lua scripts (EVALSHA, with EVAL when Redis has forgotten the script):
+ * atomic, one round trip each, and valid on Redis Cluster.
  */
 
 
@@ -82,6 +84,8 @@ static void ngx_http_timpush_store_answer(ngx_http_timpush_store_cmd_t *cmd,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_timpush_store_free_cmd(
     ngx_http_timpush_store_cmd_t *cmd);
+static ngx_int_t ngx_http_timpush_store_make_key(ngx_pool_t *pool,
+    u_char kind, ngx_str_t *name, ngx_str_t *key);
 
 
 static ngx_http_timpush_store_t  *ngx_http_timpush_store;
@@ -140,23 +144,23 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     ngx_string(
     "return redis.call('HGETALL', KEYS[1])\n"),
 
-    /* LOGOUT [token] -> number of devices removed */
+    /* LOGOUT [token] -> {the tokens removed} */
     ngx_string(
     "local t = ARGV[1]\n"
     "if t ~= '' then\n"
     "  if redis.call('HEXISTS', KEYS[1], 't:' .. t) == 0 then\n"
-    "    return 0\n"
+    "    return {}\n"
     "  end\n"
     "  redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
     "             'f:' .. t)\n"
-    "  return 1\n"
+    "  return {t}\n"
     "end\n"
-    "local n = 0\n"
+    "local out = {}\n"
     "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
-    "  if string.sub(f, 1, 2) == 't:' then n = n + 1 end\n"
+    "  if string.sub(f, 1, 2) == 't:' then out[#out + 1] = string.sub(f, 3) end\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
-    "return n\n"),
+    "return out\n"),
 
     /* BACKGROUND token unread -> 1 | 0 (no such device) */
     ngx_string(
@@ -178,36 +182,78 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "return 1\n"),
 
     /*
-     * PUSH inc -> for each key, that user's hash as HGETALL gives it
-     * (field, value, ...), followed with inc = 1 by n:<token>, the new
-     * badge (an integer), for every device not in the foreground: its
-     * badge is incremented here; nil for a key that is not a hash.  A
-     * badge that is not a number starts again at 1.  Several users per
-     * call, and Redis's work kept to its two commands per user: pairing,
-     * ordering and checking the fields is done by the caller (push.c).
+     * PUSH inc [msg_id now claim cutoff ttl] -> for each user key, that
+     * user's hash as HGETALL gives it (field, value, ...), followed by
+     * n:<token>, the new badge (an integer), for every device not in the
+     * foreground whose badge is counted here; nil for a key that is not a
+     * hash.  A badge that is not a number starts again at 1.  Several
+     * users per call, and Redis's work kept small: pairing, ordering and
+     * checking the fields is done by the caller (push.c).
+     *
+     * With a msg_id (DESIGN §12) the keys are the n users' hashes, then
+     * their n message keys (sorted sets, member "<token>:<msg_id>", score
+     * 4 * ms + state: 0 sent at ms, 1 being sent until ms, 2 failed at
+     * ms).  A device sent, or being sent by a push still within its time,
+     * is a duplicate: d:<token> = 1, nothing counted.  Any other is
+     * claimed (score "claim"); its badge is counted only the first time.
+     * Members older than "cutoff" count as absent, and go; the key lives
+     * "ttl" ms more.
      */
     ngx_string(
-    "local inc, res = ARGV[1] == '1', {}\n"
-    "for j = 1, #KEYS do\n"
+    "local inc, res, msg = ARGV[1] == '1', {}, ARGV[2]\n"
+    "local n, now, cutoff = #KEYS\n"
+    "if msg then\n"
+    "  n, now, cutoff = n / 2, tonumber(ARGV[3]), tonumber(ARGV[5])\n"
+    "end\n"
+    "for j = 1, n do\n"
     "  local k = KEYS[j]\n"
     "  local all = redis.pcall('HGETALL', k)\n"
     "  if all.err then\n"
     "    res[j] = false\n"
-    "  else\n"
-    "    if inc then\n"
-    "      local n, fg = #all\n"
-    "      for i = 1, n, 2 do\n"
-    "        local a, b = string.byte(all[i], 1, 2)\n"
-    "        if a == 102 and b == 58 then\n"
-    "          fg = fg or {}\n"
-    "          fg[string.sub(all[i], 3)] = true\n"
-    "        end\n"
+    "  elseif inc or msg then\n"
+    "    local len, fg, m, claimed = #all\n"
+    "    if msg then\n"
+    "      m = KEYS[n + j]\n"
+    "    end\n"
+    "    for i = 1, len, 2 do\n"
+    "      local a, b = string.byte(all[i], 1, 2)\n"
+    "      if a == 102 and b == 58 then\n"
+    "        fg = fg or {}\n"
+    "        fg[string.sub(all[i], 3)] = true\n"
     "      end\n"
-    "      for i = 1, n, 2 do\n"
-    "        local a, b = string.byte(all[i], 1, 2)\n"
-    "        if a == 116 and b == 58 then\n"
-    "          local t = string.sub(all[i], 3)\n"
-    "          if not (fg and fg[t]) then\n"
+    "    end\n"
+    "    for i = 1, len, 2 do\n"
+    "      local a, b = string.byte(all[i], 1, 2)\n"
+    "      if a == 116 and b == 58 then\n"
+    "        local t = string.sub(all[i], 3)\n"
+    "        if not (fg and fg[t]) then\n"
+    "          local count = inc\n"
+    "          if m then\n"
+    "            local mb = t .. ':' .. msg\n"
+    "            local s = redis.pcall('ZSCORE', m, mb)\n"
+    "            if type(s) == 'table' then\n"
+    "              s = nil\n"
+    "            end\n"
+    "            if s and tonumber(s) < cutoff then\n"
+    "              s = nil\n"
+    "            end\n"
+    "            if s then\n"
+    "              s = tonumber(s)\n"
+    "              local st = s % 4\n"
+    "              if st == 0 or (st == 1 and (s - st) / 4 > now) then\n"
+    "                count = nil\n"
+    "                all[#all + 1] = 'd:' .. t\n"
+    "                all[#all + 1] = 1\n"
+    "              else\n"
+    "                count = false\n"
+    "              end\n"
+    "            end\n"
+    "            if count ~= nil then\n"
+    "              redis.pcall('ZADD', m, ARGV[4], mb)\n"
+    "              claimed = true\n"
+    "            end\n"
+    "          end\n"
+    "          if count then\n"
     "            local v = redis.pcall('HINCRBY', k, 'b:' .. t, 1)\n"
     "            if type(v) ~= 'number' then\n"
     "              v = 1\n"
@@ -219,6 +265,12 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "        end\n"
     "      end\n"
     "    end\n"
+    "    if claimed then\n"
+    "      redis.pcall('ZREMRANGEBYSCORE', m, '-inf', '(' .. ARGV[5])\n"
+    "      redis.pcall('PEXPIRE', m, ARGV[6])\n"
+    "    end\n"
+    "    res[j] = all\n"
+    "  else\n"
     "    res[j] = all\n"
     "  end\n"
     "end\n"
@@ -233,6 +285,99 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "end\n"
     "redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
     "           'f:' .. t)\n"
+    "return 1\n"),
+
+    /*
+     * The reverse index "<prefix>:t:{<token>}" (DESIGN §12): the user that
+     * holds the token, then, one per line, users that may still hold it
+     * in their hash and are to be cleaned (a registration cut short).
+     *
+     * CLAIM user -> {users to clean}: the user becomes the holder.
+     */
+    ngx_string(
+    "local v, seen, out = redis.call('GET', KEYS[1]), {}, {ARGV[1]}\n"
+    "local clean = {}\n"
+    "if v then\n"
+    "  for o in string.gmatch(v, '[^\\n]+') do\n"
+    "    if o ~= ARGV[1] and not seen[o] then\n"
+    "      seen[o] = true\n"
+    "      clean[#clean + 1] = o\n"
+    "      out[#out + 1] = o\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], table.concat(out, '\\n'))\n"
+    "return clean\n"),
+
+    /*
+     * SETTLE user cleaned... -> the holder ("" for none): if it is still
+     * the user, the users cleaned are forgotten.
+     */
+    ngx_string(
+    "local v = redis.call('GET', KEYS[1]) or ''\n"
+    "local holder = string.match(v, '^[^\\n]*')\n"
+    "if holder ~= ARGV[1] then\n"
+    "  return holder\n"
+    "end\n"
+    "local done, out, first = {}, {holder}, true\n"
+    "for i = 2, #ARGV do\n"
+    "  done[ARGV[i]] = true\n"
+    "end\n"
+    "for o in string.gmatch(v, '[^\\n]+') do\n"
+    "  if first then\n"
+    "    first = false\n"
+    "  elseif not done[o] then\n"
+    "    out[#out + 1] = o\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], table.concat(out, '\\n'))\n"
+    "return holder\n"),
+
+    /* RELEASE user -> 1 if the user held the token and no longer does */
+    ngx_string(
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if not v then\n"
+    "  return 0\n"
+    "end\n"
+    "local holder = string.match(v, '^[^\\n]*')\n"
+    "if holder ~= ARGV[1] then\n"
+    "  return 0\n"
+    "end\n"
+    "local rest = string.sub(v, #holder + 1)\n"
+    "if rest == '' then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "else\n"
+    "  redis.call('SET', KEYS[1], rest)\n"
+    "end\n"
+    "return 1\n"),
+
+    /*
+     * UNDO token registered_ms -> 1 if removed: a registration that lost
+     * a race, taken back unless the user registered the token again since.
+     */
+    ngx_string(
+    "local t = ARGV[1]\n"
+    "if redis.call('HGET', KEYS[1], 'r:' .. t) ~= ARGV[2] then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
+    "           'f:' .. t)\n"
+    "return 1\n"),
+
+    /*
+     * MARK msg_id sent failed tokens... -> the outcome of the devices a
+     * PUSH claimed, one message key per user: for key j, ARGV[3 + j] is
+     * its devices, "+<token>" sent or "-<token>" failed, space separated.
+     * Only marks still there are changed (XX).
+     */
+    ngx_string(
+    "local msg = ARGV[1]\n"
+    "for j = 1, #KEYS do\n"
+    "  for s, t in string.gmatch(ARGV[3 + j], '([+-])(%x+)') do\n"
+    "    redis.pcall('ZADD', KEYS[j], 'XX', s == '+' and ARGV[2] or ARGV[3],\n"
+    "                t .. ':' .. msg)\n"
+    "  end\n"
+    "end\n"
     "return 1\n")
 };
 
@@ -635,6 +780,34 @@ ngx_http_timpush_store_cleanup(void *data)
 ngx_int_t
 ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user, ngx_str_t *key)
 {
+    return ngx_http_timpush_store_make_key(pool, 'u', user, key);
+}
+
+
+/* the reverse index of a token: "<prefix>:t:{<token>}" */
+
+ngx_int_t
+ngx_http_timpush_store_token_key(ngx_pool_t *pool, ngx_str_t *token,
+    ngx_str_t *key)
+{
+    return ngx_http_timpush_store_make_key(pool, 't', token, key);
+}
+
+
+/* a user's msg_id marks: "<prefix>:m:{<user>}", the hash's slot */
+
+ngx_int_t
+ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *user,
+    ngx_str_t *key)
+{
+    return ngx_http_timpush_store_make_key(pool, 'm', user, key);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_make_key(ngx_pool_t *pool, u_char kind,
+    ngx_str_t *name, ngx_str_t *key)
+{
     ngx_http_timpush_store_t  *st;
 
     st = ngx_http_timpush_store;
@@ -642,13 +815,13 @@ ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user, ngx_str_t *key)
         return NGX_ERROR;
     }
 
-    key->len = st->conf->prefix.len + sizeof(":u:{}") - 1 + user->len;
+    key->len = st->conf->prefix.len + sizeof(":u:{}") - 1 + name->len;
     key->data = ngx_pnalloc(pool, key->len);
     if (key->data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(key->data, "%V:u:{%V}", &st->conf->prefix, user);
+    ngx_sprintf(key->data, "%V:%c:{%V}", &st->conf->prefix, kind, name);
 
     return NGX_OK;
 }

@@ -81,7 +81,7 @@ my $gw = Timpush::Push::start_nginx(master => 1, port => $gw_port, http => "
     }");
 
 Timpush::Push::register_many('sc', 2, 1001, $gw_port);
-Timpush::Push::register_many('sk', 2, 2001, $gw_port);
+Timpush::Push::register_many('sk', 2, 2001, $gw_port, 0xb0000000);
 my ($status, $res) = Timpush::Push::push_message({
     to => ['sc0', 'sc1', 'sk0', 'sk1'],
     elems => [{ type => 'text', text => 'secret keeping' }] }, $gw_port);

@@ -728,15 +728,32 @@ static test_case_t  cases[] = {
       BAD("priority: must be \"high\", \"normal\" or \"low\""), NULL, NULL,
       0 },
     { "unknown fields ignored",
-      "{\"to\":\"u\",\"msg_id\":7,\"extra\":{\"a\":[1,{\"b\":null}]},"
+      "{\"to\":\"u\",\"cloud_custom_data\":7,\"extra\":{\"a\":[1,{\"b\":null}]},"
       "\"elems\":[{\"type\":\"text\",\"text\":\"hi\",\"font\":\"x\"}],"
       "\"offline_push\":{\"android\":{\"sound\":1}}}", NULL, ALERT("\"hi\""),
       NULL, 0 },
+    { "msg_id: a string", TEXT("x") ",\"msg_id\":7}",
+      BAD("msg_id: must be a string"), NULL, NULL, 0 },
+    { "msg_id: not empty", TEXT("x") ",\"msg_id\":\"\"}",
+      BAD("msg_id: must be 1 to 128 bytes"), NULL, NULL, 0 },
+    { "msg_id: at most 128 bytes",
+      TEXT("x") ",\"msg_id\":\"" "0123456789abcdef0123456789abcdef"
+      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      "0123456789abcdef0123456789abcdef" "x\"}",
+      BAD("msg_id: must be 1 to 128 bytes"), NULL, NULL, 0 },
+    { "msg_id: no control characters", TEXT("x") ",\"msg_id\":\"a\\tb\"}",
+      BAD("msg_id: must be UTF-8 without control characters"), NULL, NULL,
+      0 },
+    { "msg_id: 128 bytes and null are fine",
+      TEXT("x") ",\"msg_id\":\"" "0123456789abcdef0123456789abcdef"
+      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      "0123456789abcdef0123456789abcdef" "\",\"priority\":null}",
+      NULL, ALERT("\"x\""), NULL, 0 },
     { "null fields are absent",
       "{\"to\":\"u\",\"from\":null,\"group\":null,\"elems\":[{\"type\":"
       "\"text\",\"text\":\"hi\"}],\"offline_push\":{\"title\":null,"
       "\"disable\":null},\"priority\":null,\"expiration\":null,"
-      "\"online_user_only\":null}", NULL, ALERT("\"hi\""), "exp=-1|prio=10",
+      "\"online_user_only\":null,\"msg_id\":null}", NULL, ALERT("\"hi\""), "exp=-1|prio=10",
       0 },
     { "a repeated key: the first counts",
       "{\"to\":\"a\",\"to\":\"b\"}", NULL, NULL, "to=a", 0 },

@@ -70,12 +70,14 @@ sub register {
 
 # n users <prefix>0..<prefix>(n-1), one device each, registered with
 # pipelined requests, 500 per connection (nginx closes a connection after
-# keepalive_requests); returns the tokens
+# keepalive_requests); returns the tokens, base + i in hex (a token is
+# one user's: two calls for different users need different bases)
 sub register_many {
-    my ($prefix, $n, $business_id, $port) = @_;
+    my ($prefix, $n, $business_id, $port, $base) = @_;
     $port ||= $ENV{TEST_NGINX_SERVER_PORT} || 1984;
+    $base //= 0xa0000000;
     my $body = "{\"business_id\":$business_id}";
-    my @tokens = map { sprintf '%064x', 0xa0000000 + $_ } 0 .. $n - 1;
+    my @tokens = map { sprintf '%064x', $base + $_ } 0 .. $n - 1;
 
     for (my $first = 0; $first < $n; $first += 500) {
         my $last = $first + 499 < $n - 1 ? $first + 499 : $n - 1;

@@ -18,7 +18,10 @@ use IO::Socket::INET;
 use HTTP::Tiny;
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(free_port api start_redis stop_redis);
+our @EXPORT_OK = qw(free_port api start_redis stop_redis redis_cmd);
+
+# the key prefix of the block running (the Redis keys it writes)
+our $prefix;
 
 my $seq = 0;
 
@@ -63,7 +66,10 @@ Test::Nginx::Socket::add_block_preprocessor(sub {
     # that do not test deadlines grow accordingly
     my $slow = $ENV{TEST_NGINX_USE_VALGRIND};
 
+    $Timpush::Test::prefix = undef;
+
     if ($http !~ /timpush_redis/) {
+        $Timpush::Test::prefix = $prefix;
         $head .= "timpush_redis 127.0.0.1:$redis prefix=$prefix timeout="
                  . ($slow ? '30s' : '2s') . ";\n";
     }
@@ -127,6 +133,41 @@ sub api {
         $method, "http://127.0.0.1:$port$path",
         defined $body ? { content => $body } : {});
     return ($res->{status}, $res->{content});
+}
+
+# One command to the suite's Redis (or $ENV{TIMPUSH_REDIS_PORT} given as
+# the first argument "port=N"): the reply, as Perl data (an error dies).
+sub redis_cmd {
+    my @a = @_;
+    my $port = env('TEST_NGINX_REDIS_PORT');
+    $port = $1 if @a && $a[0] =~ /^port=(\d+)$/ && shift @a;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port")
+        or die "redis_cmd: connect to $port: $!";
+    binmode $s;
+    my $out = '*' . @a . "\r\n";
+    $out .= '$' . length($_) . "\r\n$_\r\n" for @a;
+    print {$s} $out;
+    my $read;
+    $read = sub {
+        my $line = <$s>;
+        die "redis_cmd: connection closed" unless defined $line;
+        $line =~ s/\r\n$//;
+        my ($t, $v) = (substr($line, 0, 1), substr($line, 1));
+        return $v if $t eq '+';
+        die "redis_cmd @a: $v\n" if $t eq '-';
+        return 0 + $v if $t eq ':';
+        if ($t eq '$') {
+            return undef if $v < 0;
+            my $d = '';
+            read($s, $d, $v + 2 - length $d, length $d) while length $d < $v + 2;
+            return substr($d, 0, $v);
+        }
+        return undef if $v < 0;
+        return [map { $read->() } 1 .. $v];
+    };
+    my $r = $read->();
+    close $s;
+    return $r;
 }
 
 # a private redis-server on $port (and the unix socket $socket, if given),

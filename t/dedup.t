@@ -1,0 +1,313 @@
+# A push that can be sent twice without counting twice (DESIGN §12, README
+# "Devices and accounts"): a recipient that already got a msg_id is not
+# pushed again and its badge not counted again; devices that failed are;
+# a push still in flight is not doubled by its retry; msg_id is checked.
+
+use Test::Nginx::Socket 'no_plan';
+use Timpush::Test qw(redis_cmd free_port);
+use Timpush::Push;
+use Timpush::H2Peer;
+
+$ENV{TEST_NGINX_PEER_PORT} ||= free_port();
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    my $http = $block->http_config // '';
+
+    if ($http !~ /h2peer|timpush_apns_mock/) {
+        $block->set_value('http_config', $http . Timpush::Push::simulator(
+            rules => 'timpush_apns_mock_rule fa11 400 BadExpirationDate times=3;'));
+    }
+
+    if (!defined $block->config) {
+        $block->set_value('config', <<'CONF');
+location /v1/ { timpush_api; }
+location = /mock/log { timpush_apns_mock_log; }
+CONF
+    }
+});
+
+our $Text = { from => { nickname => 'Denny' },
+              elems => [{ type => 'text', text => 'lunch?' }] };
+
+sub push_ {
+    my (%o) = @_;
+    my ($status, $res, $raw) = Timpush::Push::push_message({ %$::Text, %o });
+    die "push: $status $raw" unless $status == 200;
+    return $res;
+}
+
+sub badges {
+    my ($user) = @_;
+    my (undef, $json) = Timpush::Push::call('GET', "/v1/users/$user/devices");
+    return join ',', map { $_->{badge} } @{ $json->{devices} };
+}
+
+# the entries of an answer by user (and token), without apns_id
+sub entries {
+    my ($res) = @_;
+    return join ' ', map {
+        my $e = $_;
+        join(':', $e->{user_id}, $e->{token} ? substr($e->{token}, 0, 4) : (),
+             $e->{skipped} // $e->{status} // $e->{error})
+        . (defined $e->{badge} ? "=$e->{badge}" : '')
+    } @{ $res->{results} };
+}
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: the same msg_id twice: the second is not sent and counts no badge; msg_id is the apns-collapse-id
+--- init
+Timpush::Push::clear_log();
+my $t = 'a1' x 32;
+Timpush::Push::register('m1', $t, 1001);
+my $res = ::push_(to => 'm1', msg_id => 'msg-1');
+Test::More::is(::entries($res), 'm1:a1a1:200=1', 'the first: sent, badge 1');
+$res = ::push_(to => 'm1', msg_id => 'msg-1');
+Test::More::is_deeply($res->{results}, [{ user_id => 'm1', skipped => 'duplicate' }],
+                      'the second: {"user_id":"m1","skipped":"duplicate"}');
+Test::More::is("$res->{sent} $res->{failed} $res->{skipped}", '0 0 1', 'counted as skipped');
+Test::More::is(::badges('m1'), '1', 'the badge is still 1');
+my $log = Timpush::Push::mock_log($t);
+Test::More::is(scalar @$log, 1, 'the phone got it once');
+Test::More::is($log->[0]{headers}{'apns-collapse-id'}, 'msg-1', 'apns-collapse-id: the msg_id');
+--- request
+GET /v1/users/m1/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: the other recipients of the same push are pushed as usual; another msg_id reaches everyone
+--- init
+my ($t1, $t2) = ('b1' x 32, 'b2' x 32);
+Timpush::Push::register('m2a', $t1, 1001);
+Timpush::Push::register('m2b', $t2, 2001);
+my $res = ::push_(to => 'm2a', msg_id => 'g:7');
+$res = ::push_(to => ['m2a', 'm2b'], msg_id => 'g:7');
+Test::More::is(::entries($res), 'm2a:duplicate m2b:b2b2:200=1', 'm2a skipped, m2b sent');
+$res = ::push_(to => ['m2a', 'm2b'], msg_id => 'g:8');
+Test::More::is(::entries($res), 'm2a:b1b1:200=2 m2b:b2b2:200=2', 'a new msg_id: both, badges 2');
+$res = ::push_(to => ['m2a', 'm2b']);
+Test::More::is(::entries($res), 'm2a:b1b1:200=3 m2b:b2b2:200=3', 'no msg_id: sent again, as before');
+--- request
+GET /v1/users/m2b/devices
+--- response_body_like chomp
+"badge":3,
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: a retried push, three times, while half of its devices fail the first time: each device once, each badge once
+--- http_config
+timpush_devices_per_app 10;
+--- init
+Timpush::Push::clear_log();
+my %tok = (r1 => ['fa11' . '01' x 30], r2 => ['fa11' . '02' x 30],
+           r3 => ['0e' . '03' x 31], r4 => ['0e' . '04' x 31],
+           r5 => ['fa11' . '05' x 30, '0e' . '05' x 31]);
+for my $u (sort keys %tok) {
+    Timpush::Push::register($u, $tok{$u}[$_], $_ ? 2001 : 1001) for 0 .. $#{ $tok{$u} };
+}
+my @to = sort keys %tok;
+# APNs refuses the three fa11 devices once (the simulator's rule)
+my $res = ::push_(to => \@to, msg_id => 'im-42');
+Test::More::is(::entries($res),
+    'r1:fa11:400 r2:fa11:400 r3:0e03:200=1 r4:0e04:200=1 r5:fa11:400 r5:0e05:200=1',
+    'first: 3 sent, 3 failed, every badge counted');
+# the caller sends the same push again, twice
+$res = ::push_(to => \@to, msg_id => 'im-42');
+Test::More::is(::entries($res),
+    'r1:fa11:200=1 r2:fa11:200=1 r3:duplicate r4:duplicate r5:fa11:200=1 r5:0e05:duplicate',
+    'second: the failed ones sent, badge still 1; the others skipped');
+$res = ::push_(to => \@to, msg_id => 'im-42');
+Test::More::is(::entries($res),
+    'r1:duplicate r2:duplicate r3:duplicate r4:duplicate r5:duplicate',
+    'third: every recipient skipped');
+Test::More::is($res->{sent}, 0, 'nothing sent');
+my %got;
+$got{$_->{token}}++ for @{ Timpush::Push::mock_log() };
+Test::More::is_deeply(\%got, { map { $_ => 1 } map { @$_ } values %tok },
+                      'the phones got each notification exactly once');
+Test::More::is(join(' ', map { $_->{payload}{aps}{badge} } @{ Timpush::Push::mock_log() }),
+               '1 1 1 1 1 1', 'each with badge 1');
+Test::More::is(join(' ', map { ::badges($_) } @to), '1 1 1 1 1,1',
+               'every badge counted once');
+--- request
+GET /v1/users/r5/devices
+--- response_body_like chomp
+"badge":1,.*"badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: the caller's retry while the first push is still in flight: skipped, not doubled
+--- http_config
+upstream h2peer { server 127.0.0.1:$TEST_NGINX_PEER_PORT; }
+timpush_apns_upstream sandbox h2peer;
+timpush_apns_upstream production h2peer;
+--- init
+my $port = $ENV{TEST_NGINX_PEER_PORT};
+my @t = map { sprintf '%064x', 0x4400 + $_ } 1 .. 4;
+Timpush::Push::register("f$_", $t[$_ - 1], 1001) for 1 .. 4;
+# APNs answers only once no new stream came for 1.5 s
+my $peer = Timpush::H2Peer::start(port => $port, mode => 'normal', hold => 1.5);
+my $first = Timpush::Push::push_async({ %$::Text, to => [map { "f$_" } 1 .. 4],
+                                       msg_id => 'slow-1' });
+Test::More::ok(Timpush::H2Peer::wait_for($peer, sub { 4 == grep { $_->{ev} eq 'req' } @_ }, 5),
+               'the first push is in flight');
+my $t0 = Time::HiRes::time();
+my $res = ::push_(to => [map { "f$_" } 1 .. 4], msg_id => 'slow-1');
+Test::More::cmp_ok(Time::HiRes::time() - $t0, '<', 1.2, 'the retry is answered at once');
+Test::More::is(::entries($res), 'f1:duplicate f2:duplicate f3:duplicate f4:duplicate',
+               'the retry: every recipient skipped');
+my ($status, $r1) = Timpush::Push::push_wait($first);
+Test::More::is($r1->{sent}, 4, 'the first push: 4 sent');
+my %req = Timpush::H2Peer::requests($peer);
+Timpush::H2Peer::stop($peer);
+Test::More::is_deeply(\%req, { map { $_ => 1 } @t }, 'APNs got each device once');
+--- request
+GET /v1/users/f1/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log eval
+[qr/\[error\](?!.*(?:ConnectionFailed|Connection refused))/]
+
+
+
+=== TEST 5: after timpush_dedup_window, the same msg_id is a new message
+--- http_config
+timpush_dedup_window 1s;
+--- init
+my $t = 'c5' x 32;
+Timpush::Push::register('m5', $t, 1001);
+my $res = ::push_(to => 'm5', msg_id => 'w');
+$res = ::push_(to => 'm5', msg_id => 'w');
+Test::More::is(::entries($res), 'm5:duplicate', 'within the window: skipped');
+select undef, undef, undef, 1.2;
+$res = ::push_(to => 'm5', msg_id => 'w');
+Test::More::is(::entries($res), 'm5:c5c5:200=2', 'after it: sent, counted');
+my $ttl = ::redis_cmd('PTTL', "$Timpush::Test::prefix:m:{m5}");
+# the window, then a lease: timpush_apns_timeout and Redis's timeout
+# (10 s and 2 s; 60 s and 30 s under valgrind, see Timpush::Test)
+my $lease = $ENV{TEST_NGINX_USE_VALGRIND} ? 90000 : 12000;
+Test::More::ok($ttl > 0 && $ttl <= 1000 + $lease, "the marks expire ($ttl ms)");
+--- request
+GET /v1/users/m5/devices
+--- response_body_like chomp
+"badge":2,
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent
+--- init
+my $p = $Timpush::Test::prefix;
+my %t = map { $_ => sprintf('%s%062x', $_, 6) } qw(a6 b6 c6 d6);
+Timpush::Push::register("s$_", $t{$_}, 1001) for keys %t;
+my $now = int(Time::HiRes::time() * 1000);
+my %mark = (a6 => ($now + 60000) * 4 + 1,    # being sent, lease ahead
+            b6 => ($now - 1000) * 4 + 1,     # being sent, lease over
+            c6 => ($now - 1000) * 4 + 2,     # failed
+            d6 => ($now - 1000) * 4);        # sent
+::redis_cmd('ZADD', "$p:m:{s$_}", $mark{$_}, "$t{$_}:k6") for keys %mark;
+::redis_cmd('HSET', "$p:u:{s$_}", "b:$t{$_}", 5) for keys %mark;
+my $res = ::push_(to => [map { "s$_" } sort keys %t], msg_id => 'k6');
+Test::More::is(::entries($res), 'sa6:duplicate sb6:b600:200=5 sc6:c600:200=5 sd6:duplicate',
+               'in flight and sent: skipped; lease over and failed: sent, no badge counted');
+my $s = ::redis_cmd('ZSCORE', "$p:m:{sb6}", "$t{b6}:k6");
+Test::More::is($s % 4, 0, 'then marked sent');
+--- request
+GET /v1/users/sc6/devices
+--- response_body_like chomp
+"badge":5,
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: apns-collapse-id: the msg_id up to 64 bytes, none beyond; offline_push.collapse_id wins
+--- init
+Timpush::Push::clear_log();
+my $t = 'c7' x 32;
+Timpush::Push::register('m7', $t, 1001);
+::push_(to => 'm7', msg_id => 'x' x 64);
+::push_(to => 'm7', msg_id => 'y' x 65);
+::push_(to => 'm7', msg_id => 'z', offline_push => { collapse_id => 'thread-9' });
+my $log = Timpush::Push::mock_log($t);
+Test::More::is(join(' ', map { $_->{headers}{'apns-collapse-id'} // '-' } @$log),
+               ('x' x 64) . ' - thread-9', 'the headers');
+--- request
+GET /v1/users/m7/devices
+--- response_body_like chomp
+"badge":3,
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: a bad msg_id: 400 invalid_field naming msg_id; null is absent; 128 bytes, UTF-8, are fine
+--- request eval
+[map { "POST /v1/push\n{\"to\":\"m8\",\"elems\":[{\"type\":\"text\",\"text\":\"x\"}],\"msg_id\":$_}" }
+ '""', '"' . ('m' x 129) . '"', '"a\\u0001b"', '"a\\nb"', '"\\u007f"', '42', '{"id":1}', '["a"]', 'true',
+ 'null', '"' . ('m' x 128) . '"', "\"\x{e6}\x{b6}\x{88}\x{e6}\x{81}\x{af}-1\""]
+--- error_code eval
+[400, 400, 400, 400, 400, 400, 400, 400, 400, 200, 200, 200]
+--- response_body_like eval
+[qr/"invalid_field","message":"msg_id: must be 1 to 128 bytes"/,
+ qr/"invalid_field","message":"msg_id: must be 1 to 128 bytes"/,
+ qr/"invalid_field","message":"msg_id: must be UTF-8 without control characters"/,
+ qr/"invalid_field","message":"msg_id: must be UTF-8 without control characters"/,
+ qr/"invalid_field","message":"msg_id: must be UTF-8 without control characters"/,
+ qr/"invalid_field","message":"msg_id: must be a string"/,
+ qr/"invalid_field","message":"msg_id: must be a string"/,
+ qr/"invalid_field","message":"msg_id: must be a string"/,
+ qr/"invalid_field","message":"msg_id: must be a string"/,
+ qr/"skipped":"no_devices"/, qr/"skipped":"no_devices"/, qr/"skipped":"no_devices"/]
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: with ignore_badge, a msg_id still keeps a device from getting it twice
+--- init
+my $t = 'c9' x 32;
+Timpush::Push::register('m9', $t, 1001);
+my $res = ::push_(to => 'm9', msg_id => 'nb', offline_push => { ignore_badge => JSON::PP::true });
+Test::More::is(::entries($res), 'm9:c9c9:200', 'sent without a badge');
+$res = ::push_(to => 'm9', msg_id => 'nb', offline_push => { ignore_badge => JSON::PP::true });
+Test::More::is(::entries($res), 'm9:duplicate', 'then skipped');
+--- request
+GET /v1/users/m9/devices
+--- response_body_like chomp
+"badge":0,
+--- no_error_log
+[error]
+
+
+
+=== TEST 10: a device in the foreground is not marked: once in the background, the same msg_id reaches it
+--- init
+my ($t1, $t2) = ('d1' x 32, 'd2' x 32);
+Timpush::Push::register('m10', $t1, 1001);
+Timpush::Push::register('m10', $t2, 2001);
+Timpush::Push::call('POST', "/v1/users/m10/devices/$t1/foreground");
+my $res = ::push_(to => 'm10', msg_id => 'fg');
+Test::More::is(::entries($res), 'm10:d1d1:foreground m10:d2d2:200=1', 'foreground: skipped');
+Timpush::Push::call('POST', "/v1/users/m10/devices/$t1/background", '{"unread":0}');
+$res = ::push_(to => 'm10', msg_id => 'fg');
+Test::More::is(::entries($res), 'm10:d1d1:200=1 m10:d2d2:duplicate', 'background: it gets it');
+--- request
+GET /v1/users/m10/devices
+--- response_body_like chomp
+"badge":1,.*"badge":1,
+--- no_error_log
+[error]
