@@ -29,7 +29,7 @@ DEB_RUN := redis-server curl
 DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 	libtest-longstring-perl liblist-moreutils-perl libtext-diff-perl \
 	valgrind nghttp2-client libio-socket-ssl-perl libnet-ssleay-perl \
-	libfaketime gdb
+	libfaketime gdb prometheus
 
 .PHONY: all build deps deps-test certs test test-valgrind run stop clean \
 	static unit fuzz bench bench-profile test-mutants

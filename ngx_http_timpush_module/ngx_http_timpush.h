@@ -80,6 +80,7 @@ typedef struct {
     ngx_uint_t                     apns_queue;
     ngx_msec_t                     credential_recheck;
     ngx_msec_t                     dedup_window;
+    ngx_shm_zone_t                *metrics_zone;
 } ngx_http_timpush_main_conf_t;
 
 
@@ -234,6 +235,21 @@ u_char *ngx_http_timpush_json_escape(u_char *dst, ngx_str_t *s);
 
 /* REST API (api.c) */
 
+/* what a request of the API shows in logs (vars.c) */
+typedef struct {
+    ngx_str_t                      user;     /* the path's, decoded */
+    ngx_str_t                      token;
+    ngx_str_t                      msg_id;
+    ngx_uint_t                     recipients;
+    ngx_uint_t                     sent;
+    ngx_uint_t                     failed;
+    ngx_uint_t                     skipped;
+    unsigned                       pushed:1; /* the counts are set */
+} ngx_http_timpush_request_info_t;
+
+ngx_http_timpush_request_info_t *ngx_http_timpush_api_info(
+    ngx_http_request_t *r);
+
 ngx_int_t ngx_http_timpush_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_timpush_api_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_timpush_api_error(ngx_http_request_t *r,
@@ -253,6 +269,16 @@ u_char *ngx_http_timpush_short_token(u_char *buf, ngx_str_t *token);
 char *ngx_http_timpush_origin_conf(ngx_conf_t *cf,
     ngx_http_timpush_loc_conf_t *tlcf);
 ngx_int_t ngx_http_timpush_origin_check(ngx_http_request_t *r);
+
+
+/* GET /v1/health (health.c) */
+
+ngx_int_t ngx_http_timpush_health(ngx_http_request_t *r);
+
+
+/* the log variables (vars.c) */
+
+ngx_int_t ngx_http_timpush_vars_add(ngx_conf_t *cf);
 
 
 /* POST /v1/push (push.c) */

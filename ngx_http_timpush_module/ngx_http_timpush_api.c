@@ -8,6 +8,7 @@
 
 
 #include "ngx_http_timpush.h"
+#include "ngx_http_timpush_metrics.h"
 #include "ngx_http_timpush_body.h"
 
 
@@ -18,11 +19,21 @@ typedef enum {
     NGX_HTTP_TIMPUSH_OP_LOGOUT,
     NGX_HTTP_TIMPUSH_OP_BACKGROUND,
     NGX_HTTP_TIMPUSH_OP_FOREGROUND,
-    NGX_HTTP_TIMPUSH_OP_PUSH
+    NGX_HTTP_TIMPUSH_OP_PUSH,
+    NGX_HTTP_TIMPUSH_OP_HEALTH,
+    NGX_HTTP_TIMPUSH_OP_NONE              /* no such endpoint */
 } ngx_http_timpush_op_e;
 
 
+/* the endpoint label of timpush_api_requests_total, by op */
+static const char  *ngx_http_timpush_api_endpoints[] = {
+    "register", "unregister", "list", "logout", "background", "foreground",
+    "push", "health", "unknown"
+};
+
+
 typedef struct {
+    ngx_http_timpush_request_info_t  info;   /* for logs and metrics */
     ngx_http_timpush_op_e          op;
     ngx_str_t                      user;
     ngx_str_t                      token;
@@ -75,6 +86,7 @@ static ngx_int_t ngx_http_timpush_api_body(ngx_http_request_t *r,
 static ngx_int_t ngx_http_timpush_api_body_raw(ngx_http_request_t *r,
     u_char **datap, size_t *lenp);
 static ngx_int_t ngx_http_timpush_api_push(ngx_http_request_t *r);
+static ngx_int_t ngx_http_timpush_api_log(ngx_http_request_t *r);
 static ngx_int_t ngx_http_timpush_api_body_json(ngx_http_request_t *r,
     ngx_http_timpush_json_t **json);
 static ngx_int_t ngx_http_timpush_api_int(ngx_http_request_t *r,
@@ -134,6 +146,18 @@ static ngx_http_request_body_filter_pt   ngx_http_next_request_body_filter;
 ngx_int_t
 ngx_http_timpush_api_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_timpush_api_log;
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_timpush_api_header_filter;
 
@@ -142,6 +166,43 @@ ngx_http_timpush_api_init(ngx_conf_t *cf)
 
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_timpush_api_request_body_filter;
+
+    return NGX_OK;
+}
+
+
+/* what the log variables show of a request (vars.c), NULL if not ours */
+
+ngx_http_timpush_request_info_t *
+ngx_http_timpush_api_info(ngx_http_request_t *r)
+{
+    ngx_http_timpush_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_timpush_module);
+
+    return ctx ? &ctx->info : NULL;
+}
+
+
+/* every request of an API location is counted, nginx's own answers too */
+
+static ngx_int_t
+ngx_http_timpush_api_log(ngx_http_request_t *r)
+{
+    ngx_http_timpush_api_ctx_t   *ctx;
+    ngx_http_timpush_loc_conf_t  *tlcf;
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_timpush_module);
+
+    if (!tlcf->api) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_timpush_module);
+
+    ngx_http_timpush_metric_api(ctx ? ngx_http_timpush_api_endpoints[ctx->op]
+                                    : "unknown",
+                                r->headers_out.status);
 
     return NGX_OK;
 }
@@ -160,6 +221,8 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_timpush_module);
+
+    ctx->op = NGX_HTTP_TIMPUSH_OP_NONE;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -189,7 +252,18 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
         return ngx_http_timpush_api_finish(r, rc);
     }
 
+    ctx->info.user = ctx->user;
+    ctx->info.token = ctx->token;
+
     switch (ctx->op) {
+
+    case NGX_HTTP_TIMPUSH_OP_HEALTH:
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_timpush_api_finish(r, ngx_http_timpush_health(r));
 
     case NGX_HTTP_TIMPUSH_OP_REGISTER:
     case NGX_HTTP_TIMPUSH_OP_LOGOUT:
@@ -303,6 +377,8 @@ ngx_http_timpush_api_request_body_filter(ngx_http_request_t *r,
  * /v1/users/{user}/logout                       POST
  * /v1/users/{user}/devices/{token}/background   POST
  * /v1/users/{user}/devices/{token}/foreground   POST
+ * /v1/push                                      POST
+ * /v1/health                                    GET, HEAD
  */
 
 static ngx_int_t
@@ -322,6 +398,14 @@ ngx_http_timpush_api_route(ngx_http_request_t *r,
     {
         ctx->op = NGX_HTTP_TIMPUSH_OP_PUSH;
         return ngx_http_timpush_api_method(r, NGX_HTTP_POST, "POST");
+    }
+
+    if (path.n == 1 && path.segment[0].len == 6
+        && ngx_strncmp(path.segment[0].data, "health", 6) == 0)
+    {
+        ctx->op = NGX_HTTP_TIMPUSH_OP_HEALTH;
+        return ngx_http_timpush_api_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                           "GET, HEAD");
     }
 
     if (path.n < 3
@@ -851,6 +935,9 @@ ngx_http_timpush_api_run(ngx_http_request_t *r,
     ngx_http_timpush_main_conf_t  *tmcf;
 
     nargs = 0;
+
+    /* a logout's body may name the token */
+    ctx->info.token = ctx->token;
 
     switch (ctx->op) {
 

@@ -94,6 +94,7 @@ ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
         ch->cred = cred[i];
         ch->peers = tmcf->apns_peers[cred[i]->env];
         ch->log = cycle->log;
+        (void) ngx_http_timpush_metrics_cred(cred[i], &ch->metrics);
         ngx_queue_init(&ch->waiting);
         ngx_queue_init(&ch->answered);
         ngx_str_set(&ch->last_error, "ConnectionFailed");
@@ -425,6 +426,8 @@ ngx_http_timpush_apns_dispatch(ngx_http_timpush_apns_channel_t *ch)
     if (!ngx_queue_empty(&ch->waiting)) {
         ngx_http_timpush_apns_open(ch);
     }
+
+    ngx_http_timpush_apns_gauges(ch);
 }
 
 
@@ -681,6 +684,8 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
     dp.source.ptr = note;
     dp.read_callback = ngx_http_timpush_apns_read_payload;
 
+    note->sent = ngx_current_msec;
+
     id = nghttp2_submit_request(hc->session, NULL, nv, n, &dp, note);
 
     if (id < 0) {
@@ -755,6 +760,10 @@ ngx_http_timpush_apns_stream_over(ngx_http_timpush_apns_conn_t *hc,
 
     if (error_code != NGHTTP2_NO_ERROR) {
         note->status = 0;
+
+    } else if (note->status) {
+        ngx_http_timpush_metric_observe(ch->metrics.duration,
+                                        ngx_current_msec - note->sent);
     }
 
     note->refused_now = (error_code == NGHTTP2_REFUSED_STREAM);
@@ -786,6 +795,60 @@ ngx_http_timpush_apns_outcomes_handler(ngx_event_t *ev)
 
         ngx_http_timpush_apns_outcome(note);
     }
+
+    ngx_http_timpush_apns_gauges(ch);
+}
+
+
+/*
+ * This worker's share of the credential's gauges: connections by state
+ * (a closed one that failed since its last answer is "backoff"), streams
+ * open, notifications waiting.  Set whole each time: nothing drifts.
+ */
+
+void
+ngx_http_timpush_apns_gauges(ngx_http_timpush_apns_channel_t *ch)
+{
+    ngx_int_t                      n[NGX_HTTP_TIMPUSH_M_CONN_STATES];
+    ngx_uint_t                     i, streams;
+    ngx_http_timpush_apns_conn_t  *hc;
+
+    ngx_memzero(n, sizeof(n));
+    streams = 0;
+
+    for (i = 0; i < ch->nconns; i++) {
+        hc = &ch->conns[i];
+        streams += hc->streams;
+
+        switch (hc->state) {
+
+        case NGX_HTTP_TIMPUSH_APNS_CONNECTING:
+            n[NGX_HTTP_TIMPUSH_M_CONN_CONNECTING]++;
+            break;
+
+        case NGX_HTTP_TIMPUSH_APNS_READY:
+            n[NGX_HTTP_TIMPUSH_M_CONN_READY]++;
+            break;
+
+        case NGX_HTTP_TIMPUSH_APNS_DRAINING:
+            n[NGX_HTTP_TIMPUSH_M_CONN_DRAINING]++;
+            break;
+
+        default: /* NGX_HTTP_TIMPUSH_APNS_CLOSED */
+            if (hc->failed) {
+                n[NGX_HTTP_TIMPUSH_M_CONN_BACKOFF]++;
+            }
+
+            break;
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_TIMPUSH_M_CONN_STATES; i++) {
+        ngx_http_timpush_metric_set(ch->metrics.conns[i], n[i]);
+    }
+
+    ngx_http_timpush_metric_set(ch->metrics.streams, streams);
+    ngx_http_timpush_metric_set(ch->metrics.queue, ch->nwaiting);
 }
 
 

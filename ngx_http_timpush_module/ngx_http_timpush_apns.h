@@ -64,6 +64,7 @@ struct ngx_http_timpush_apns_note_s {
     void                            *conn;          /* its stream's */
     void                            *avoid;         /* last connection */
     int32_t                          stream_id;
+    ngx_msec_t                       sent;          /* its stream's start */
     time_t                           jwt_iat;       /* token sent with */
     ngx_uint_t                       state;
     ngx_uint_t                       attempts;

@@ -1022,6 +1022,8 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
     peer = hc->peer;
 
     if (hc->answers == 0) {
+        hc->failed = 1;
+
         if (peer) {
             peer->fails++;
             peer->checked = ngx_time();
@@ -1060,6 +1062,7 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
 
     ngx_http_timpush_apns_close(hc);
 
+    ngx_http_timpush_apns_gauges(ch);
     ngx_http_timpush_apns_kick(ch);
 }
 
@@ -1232,6 +1235,7 @@ ngx_http_timpush_apns_on_close(nghttp2_session *session, int32_t stream_id,
         /* a server that answers: no longer one that fails */
         hc->backoff = NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN;
         hc->peer->fails = 0;
+        hc->failed = 0;
     }
 
     ngx_http_timpush_apns_stream_over(hc, note, error_code);

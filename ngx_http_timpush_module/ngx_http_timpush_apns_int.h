@@ -17,6 +17,7 @@
 
 
 #include "ngx_http_timpush_apns.h"
+#include "ngx_http_timpush_metrics.h"
 
 #include <nghttp2/nghttp2.h>
 
@@ -97,6 +98,7 @@ typedef struct {
     int32_t                            goaway_last; /* -1: no GOAWAY */
     unsigned                           ping_sent:1;
     unsigned                           handshaken:1;
+    unsigned                           failed:1;  /* since its last answer */
     unsigned                           settings:1; /* the server's came */
 } ngx_http_timpush_apns_conn_t;
 
@@ -118,6 +120,7 @@ struct ngx_http_timpush_apns_channel_s {
     time_t                             jwt_iat;
     u_char                            *jwt_buf[2]; /* secure memory */
     ngx_uint_t                         jwt_next;
+    ngx_http_timpush_cred_metrics_t    metrics;
 };
 
 
@@ -141,6 +144,7 @@ extern const char  *ngx_http_timpush_apns_envs[];
 void ngx_http_timpush_apns_kick(ngx_http_timpush_apns_channel_t *ch);
 void ngx_http_timpush_apns_stream_over(ngx_http_timpush_apns_conn_t *hc,
     ngx_http_timpush_apns_note_t *note, uint32_t error_code);
+void ngx_http_timpush_apns_gauges(ngx_http_timpush_apns_channel_t *ch);
 
 /* apns_conn.c: the connections */
 ngx_int_t ngx_http_timpush_apns_conn_init(ngx_cycle_t *cycle);

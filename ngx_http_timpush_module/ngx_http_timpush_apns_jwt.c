@@ -134,6 +134,8 @@ ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
     ch->jwt_next ^= 1;
     ch->jwt_iat = now;
 
+    ngx_http_timpush_metric_add(ch->metrics.jwt, 1);
+
     ngx_log_error(NGX_LOG_INFO, ch->log, 0,
                   "timpush apns: credential %ui: new provider token",
                   cred->id);

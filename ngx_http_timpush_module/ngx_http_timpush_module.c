@@ -8,6 +8,7 @@
 
 #include "ngx_http_timpush.h"
 #include "ngx_http_timpush_apns.h"
+#include "ngx_http_timpush_metrics.h"
 
 
 #define NGX_HTTP_TIMPUSH_BODY_MEM_MAX  (64 * 1024 * 1024)
@@ -119,6 +120,13 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       offsetof(ngx_http_timpush_main_conf_t, dedup_window),
       NULL },
 
+    { ngx_string("timpush_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_timpush_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("timpush_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_timpush_api,
@@ -131,7 +139,7 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_timpush_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_timpush_vars_add,             /* preconfiguration */
     ngx_http_timpush_postconfiguration,    /* postconfiguration */
 
     ngx_http_timpush_create_main_conf,     /* create main configuration */
@@ -302,6 +310,12 @@ ngx_http_timpush_postconfiguration(ngx_conf_t *cf)
         }
 
         clcf->client_body_in_single_buffer = 1;
+    }
+
+    if ((tmcf->credentials.nelts || tmcf->api_locations.nelts)
+        && ngx_http_timpush_metrics_conf(cf, tmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return ngx_http_timpush_api_init(cf);
@@ -583,7 +597,10 @@ ngx_http_timpush_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_timpush_apns_init_process(cycle, tmcf) != NGX_OK
+    /* first: the others count from their start */
+
+    if (ngx_http_timpush_metrics_init_process(cycle, tmcf) != NGX_OK
+        || ngx_http_timpush_apns_init_process(cycle, tmcf) != NGX_OK
         || ngx_http_timpush_expiry_init_process(cycle, tmcf) != NGX_OK)
     {
         return NGX_ERROR;
@@ -602,4 +619,5 @@ ngx_http_timpush_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_timpush_apns_exit_process(cycle);
     ngx_http_timpush_store_exit_process(cycle);
+    ngx_http_timpush_metrics_exit_process(cycle);
 }

@@ -32,6 +32,7 @@
 
 
 #include "ngx_http_timpush.h"
+#include "ngx_http_timpush_metrics.h"
 
 
 typedef enum {
@@ -62,6 +63,7 @@ struct ngx_http_timpush_owner_s {
     ngx_int_t                           rc;          /* first failure */
 
     ngx_array_t                         removed;     /* ngx_str_t tokens */
+    ngx_uint_t                          business_id; /* registration's */
     ngx_array_t                         cleaned;     /* ngx_str_t users */
     ngx_str_t                           moved_from;
     ngx_str_t                           holder;      /* who won a race */
@@ -93,6 +95,9 @@ static ngx_int_t ngx_http_timpush_owner_cleanup(ngx_http_timpush_owner_t *o,
 static ngx_int_t ngx_http_timpush_owner_settle(ngx_http_timpush_owner_t *o);
 static ngx_int_t ngx_http_timpush_owner_strings(ngx_http_timpush_owner_t *o,
     redisReply *reply, ngx_array_t *a);
+static ngx_int_t ngx_http_timpush_owner_logout(ngx_http_timpush_owner_t *o,
+    redisReply *reply);
+static ngx_uint_t ngx_http_timpush_owner_business_id(redisReply *r);
 static ngx_int_t ngx_http_timpush_owner_release_all(
     ngx_http_timpush_owner_t *o);
 static ngx_int_t ngx_http_timpush_owner_copy(ngx_pool_t *pool, ngx_str_t *dst,
@@ -174,6 +179,7 @@ ngx_http_timpush_owner_register(ngx_http_timpush_owner_t *o,
     o->nargs = nargs;
     o->token = o->args[0];
     o->stamp = o->args[2];
+    o->business_id = ngx_atoi(o->args[1].data, o->args[1].len);
 
     /* a former holder's registration made no later than ours goes */
 
@@ -194,8 +200,9 @@ ngx_http_timpush_owner_register(ngx_http_timpush_owner_t *o,
 
 
 /*
- * A script of the user's that removes tokens (UNREGISTER token -> 1|0,
- * LOGOUT [token] -> {tokens}), then their indexes released.
+ * A script of the user's that removes tokens (UNREGISTER token ->
+ * business_id|0, LOGOUT [token] -> {token, business_id, ...}), then their
+ * indexes released.
  */
 
 ngx_int_t
@@ -405,24 +412,43 @@ ngx_http_timpush_owner_step(ngx_http_timpush_owner_t *o,
 
     case NGX_HTTP_TIMPUSH_OWNER_SCRIPT:
 
-        if (o->script == NGX_HTTP_TIMPUSH_SCRIPT_UNREGISTER) {
-            if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        switch (o->script) {
+
+        case NGX_HTTP_TIMPUSH_SCRIPT_UNREGISTER:
+            /* the token's business_id if it was there */
+
+            if (reply->type == REDIS_REPLY_STRING) {
                 s = ngx_array_push(&o->removed);
                 if (s == NULL) {
                     return NGX_ERROR;
                 }
 
                 *s = o->token;
+
+                ngx_http_timpush_metric_removed(
+                    ngx_http_timpush_owner_business_id(reply), "unset", 1);
             }
 
-        } else if (ngx_http_timpush_owner_strings(o, reply, &o->removed)
-                   != NGX_OK)
-        {
-            /* REGISTER's kicked tokens, LOGOUT's removed ones */
-            return NGX_ERROR;
-        }
+            break;
 
-        if (o->script == NGX_HTTP_TIMPUSH_SCRIPT_REGISTER) {
+        case NGX_HTTP_TIMPUSH_SCRIPT_LOGOUT:
+            if (ngx_http_timpush_owner_logout(o, reply) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        default: /* NGX_HTTP_TIMPUSH_SCRIPT_REGISTER: the kicked tokens */
+
+            if (ngx_http_timpush_owner_strings(o, reply, &o->removed)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_http_timpush_metric_removed(o->business_id, "kicked",
+                                            o->removed.nelts);
+
             return ngx_http_timpush_owner_cleanup(o, reply);
         }
 
@@ -440,6 +466,8 @@ ngx_http_timpush_owner_step(ngx_http_timpush_owner_t *o,
             ngx_log_error(NGX_LOG_INFO, o->log, 0,
                           "timpush: device %s moved from user \"%V\" to "
                           "user \"%V\"", tok, &o->moved_from, &o->user);
+
+            ngx_http_timpush_metric_removed(o->business_id, "moved", 1);
         }
 
         s = ngx_array_push(&o->cleaned);
@@ -591,6 +619,61 @@ ngx_http_timpush_owner_strings(ngx_http_timpush_owner_t *o,
     }
 
     return NGX_OK;
+}
+
+
+/* LOGOUT's {token, business_id, ...}: the tokens, counted by app */
+
+static ngx_int_t
+ngx_http_timpush_owner_logout(ngx_http_timpush_owner_t *o, redisReply *reply)
+{
+    size_t       i;
+    ngx_str_t   *t;
+    redisReply  *e;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < reply->elements; i += 2) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING || e->len == 0) {
+            return NGX_ERROR;
+        }
+
+        t = ngx_array_push(&o->removed);
+        if (t == NULL
+            || ngx_http_timpush_owner_copy(o->pool, t, (u_char *) e->str,
+                                           e->len)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_timpush_metric_removed(
+            ngx_http_timpush_owner_business_id(reply->element[i + 1]),
+            "logout", 1);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a business_id as Redis keeps it; 0 if it is not one */
+
+static ngx_uint_t
+ngx_http_timpush_owner_business_id(redisReply *r)
+{
+    ngx_int_t  n;
+
+    if (r->type != REDIS_REPLY_STRING) {
+        return 0;
+    }
+
+    n = ngx_atoi((u_char *) r->str, r->len);
+
+    return n == NGX_ERROR ? 0 : (ngx_uint_t) n;
 }
 
 

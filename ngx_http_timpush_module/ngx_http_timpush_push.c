@@ -15,6 +15,7 @@
 #include "ngx_http_timpush.h"
 #include "ngx_http_timpush_apns.h"
 #include "ngx_http_timpush_render.h"
+#include "ngx_http_timpush_metrics.h"
 
 
 /*
@@ -101,6 +102,8 @@ struct ngx_http_timpush_push_s {
     ngx_uint_t                          nargs;
     ngx_http_timpush_mark_t            *marks;
     int64_t                             started;     /* ms */
+    ngx_msec_t                          start;       /* for its duration */
+    ngx_http_timpush_request_info_t    *info;        /* for logs */
     ngx_http_timpush_apns_headers_t     headers;     /* of every note */
     ngx_event_t                         wait;        /* Redis was full */
     unsigned                            answered:1;
@@ -186,11 +189,26 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     }
 
     if (rc != NGX_OK) {
+        ngx_http_timpush_metric_push("invalid");
         return ngx_http_timpush_api_error(r, NGX_HTTP_BAD_REQUEST, err.code,
                                           "%s", err.msg);
     }
 
+    push->info = ngx_http_timpush_api_info(r);
+
+    if (push->info) {
+        push->info->msg_id = push->msg.msg_id;
+        push->info->recipients = push->msg.to.nelts;
+    }
+
     if (push->msg.skip != NGX_HTTP_TIMPUSH_SKIP_NONE) {
+        ngx_http_timpush_metric_push((const char *)
+                           ngx_http_timpush_skip_reason(push->msg.skip)->data);
+
+        if (push->info) {
+            push->info->pushed = 1;
+        }
+
         return ngx_http_timpush_push_skip(r, &push->msg);
     }
 
@@ -201,6 +219,7 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     }
 
     if (rc != NGX_OK) {
+        ngx_http_timpush_metric_push("invalid");
         return ngx_http_timpush_api_error(r,
                                           NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                           err.code, "%s", err.msg);
@@ -270,6 +289,9 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
 
     tp = ngx_timeofday();
     push->started = (int64_t) tp->sec * 1000 + tp->msec;
+    push->start = ngx_current_msec;
+
+    ngx_http_timpush_metric_push("pushed");
 
     push->headers.push_type = push->msg.push_type;
     push->headers.topic_suffix = push->msg.topic_suffix;
@@ -781,6 +803,8 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     if (note->cred == NULL) {
         /* registered under a credential that is no longer configured */
         dn->unknown = 1;
+        ngx_http_timpush_metric_notification(NULL, dn->business_id, 0,
+                                             &note->reason);
         return;
     }
 
@@ -789,6 +813,8 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         note->status = NGX_HTTP_FORBIDDEN;
         ngx_str_set(&note->reason, "CertificateExpired");
         note->finished = 1;
+        ngx_http_timpush_metric_notification(note->cred, dn->business_id,
+                                             note->status, &note->reason);
         return;
     }
 
@@ -835,6 +861,9 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
             note->status = NGX_HTTP_SERVICE_UNAVAILABLE;
             ngx_str_set(&note->reason, "Overloaded");
         }
+
+        ngx_http_timpush_metric_notification(note->cred, dn->business_id,
+                                             note->status, &note->reason);
     }
 }
 
@@ -851,6 +880,9 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
 
     push = dn->push;
     push->notes--;
+
+    ngx_http_timpush_metric_notification(note->cred, dn->business_id,
+                                         note->status, &note->reason);
 
     if (note->status != NGX_HTTP_OK) {
         *ngx_http_timpush_short_token(tok, &note->token) = '\0';
@@ -963,6 +995,12 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
                       (note->reason.len == 14)
                       ? " (a sandbox token sent to production, or the "
                         "reverse?)" : "");
+
+        ngx_http_timpush_metric_removed(dn->business_id,
+                                        note->status == 410 ? "410"
+                                        : note->reason.len == 14
+                                        ? "BadDeviceToken"
+                                        : "DeviceTokenNotForTopic", 1);
 
         /* the token's reverse index goes with it; the same pending count */
 
@@ -1236,19 +1274,26 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
 static ngx_int_t
 ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
 {
-    u_char                         *p;
-    size_t                          size;
-    ngx_buf_t                      *b;
-    ngx_uint_t                      i, j, counts[3];
-    ngx_http_request_t             *r;
-    ngx_http_timpush_recipient_t   *rcpt;
+    u_char                           *p;
+    size_t                            size;
+    ngx_buf_t                        *b;
+    ngx_uint_t                        i, j, counts[3], skipped[3];
+    ngx_http_request_t               *r;
+    ngx_http_timpush_recipient_t     *rcpt;
+    ngx_http_timpush_device_note_t   *dn;
 
     r = push->request;
     push->answered = 1;
 
+    ngx_http_timpush_metric_push_duration(ngx_current_msec - push->start);
+
     counts[0] = 0;   /* sent */
     counts[1] = 0;   /* failed */
     counts[2] = 0;   /* skipped */
+
+    skipped[0] = 0;  /* foreground devices */
+    skipped[1] = 0;  /* users without devices */
+    skipped[2] = 0;  /* duplicates: users, or devices */
 
     size = sizeof("{\"pushed\":true,\"sent\":,\"failed\":,\"skipped\":,"
                   "\"results\":[]}\n") + 3 * NGX_INT_T_LEN;
@@ -1263,6 +1308,7 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
                    || ngx_http_timpush_push_all_duplicate(rcpt))
         {
             counts[2]++;
+            skipped[rcpt->ndevices ? 2 : 1]++;
             size += ngx_http_timpush_push_result_size(rcpt, NULL);
             continue;
         }
@@ -1271,11 +1317,24 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
                 * ngx_max(rcpt->ndevices, 1);
 
         for (j = 0; j < rcpt->ndevices; j++) {
-            counts[ngx_http_timpush_push_kind(&rcpt->devices[j])]++;
-            size += ngx_http_timpush_push_result_size(rcpt,
-                                                      &rcpt->devices[j]);
+            dn = &rcpt->devices[j];
+            counts[ngx_http_timpush_push_kind(dn)]++;
+            skipped[0] += dn->foreground;
+            skipped[2] += dn->duplicate;
+            size += ngx_http_timpush_push_result_size(rcpt, dn);
         }
     }
+
+    if (push->info) {
+        push->info->sent = counts[0];
+        push->info->failed = counts[1];
+        push->info->skipped = counts[2];
+        push->info->pushed = 1;
+    }
+
+    ngx_http_timpush_metric_skipped("foreground", skipped[0]);
+    ngx_http_timpush_metric_skipped("no_devices", skipped[1]);
+    ngx_http_timpush_metric_skipped("duplicate", skipped[2]);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {

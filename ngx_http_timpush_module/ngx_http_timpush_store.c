@@ -17,6 +17,7 @@
 
 
 #include "ngx_http_timpush.h"
+#include "ngx_http_timpush_metrics.h"
 
 #include <hiredis/async.h>
 #include <openssl/sha.h>
@@ -131,33 +132,39 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "end\n"
     "return kicked\n"),
 
-    /* UNREGISTER token -> 1 | 0 */
+    /* UNREGISTER token -> its business_id (a string) | 0 */
     ngx_string(
     "local t = ARGV[1]\n"
-    "if redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
-    "              'f:' .. t) > 0 then\n"
-    "  return 1\n"
+    "local biz = redis.call('HGET', KEYS[1], 't:' .. t)\n"
+    "if not biz then\n"
+    "  return 0\n"
     "end\n"
-    "return 0\n"),
+    "redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t, 'f:' .. t)\n"
+    "return biz\n"),
 
     /* LIST -> the whole hash */
     ngx_string(
     "return redis.call('HGETALL', KEYS[1])\n"),
 
-    /* LOGOUT [token] -> {the tokens removed} */
+    /* LOGOUT [token] -> {token, business_id, ...} of the devices removed */
     ngx_string(
     "local t = ARGV[1]\n"
     "if t ~= '' then\n"
-    "  if redis.call('HEXISTS', KEYS[1], 't:' .. t) == 0 then\n"
+    "  local biz = redis.call('HGET', KEYS[1], 't:' .. t)\n"
+    "  if not biz then\n"
     "    return {}\n"
     "  end\n"
     "  redis.call('HDEL', KEYS[1], 't:' .. t, 'r:' .. t, 'b:' .. t,\n"
     "             'f:' .. t)\n"
-    "  return {t}\n"
+    "  return {t, biz}\n"
     "end\n"
-    "local out = {}\n"
-    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
-    "  if string.sub(f, 1, 2) == 't:' then out[#out + 1] = string.sub(f, 3) end\n"
+    "local out, all = {}, redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  local f = all[i]\n"
+    "  if string.sub(f, 1, 2) == 't:' then\n"
+    "    out[#out + 1] = string.sub(f, 3)\n"
+    "    out[#out + 1] = all[i + 1]\n"
+    "  end\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
     "return out\n"),
@@ -470,6 +477,7 @@ ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st)
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: connect failed: %s",
                       &rc->name, ac->errstr);
+        ngx_http_timpush_metric_redis_error("connect");
         redisAsyncFree(ac);
         ngx_http_timpush_store_schedule(st);
         return;
@@ -581,8 +589,12 @@ ngx_http_timpush_store_auth_reply(redisAsyncContext *ac, void *r,
 
     if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
         st->auth_failed = 0;
+        ngx_http_timpush_metric_redis_up(reply != NULL);
         return;
     }
+
+    ngx_http_timpush_metric_redis_error("auth");
+    ngx_http_timpush_metric_redis_up(0);
 
     ngx_log_error(NGX_LOG_ERR, st->log, 0,
                   "timpush: Redis %V: AUTH%s%V refused: %*s",
@@ -631,6 +643,7 @@ ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: connect failed: %s",
                       &st->conf->name, ac->errstr);
+        ngx_http_timpush_metric_redis_error("connect");
 
         /* hiredis frees the context after this callback */
         st->ac = NULL;
@@ -645,6 +658,11 @@ ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
 
     st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
     st->last_reply = ngx_current_msec;
+
+    /* with a password, up once AUTH is answered */
+    if (st->conf->password.len == 0) {
+        ngx_http_timpush_metric_redis_up(1);
+    }
 }
 
 
@@ -658,7 +676,10 @@ ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: connection lost: %s",
                       &st->conf->name, ac->errstr ? ac->errstr : "closed");
+        ngx_http_timpush_metric_redis_error("connect");
     }
+
+    ngx_http_timpush_metric_redis_up(0);
 
     st->ac = NULL;
     ngx_http_timpush_store_schedule(st);
@@ -1001,6 +1022,7 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
             ngx_log_error(NGX_LOG_ERR, st->log, 0,
                           "timpush: Redis %V: %*s", &st->conf->name,
                           (size_t) reply->len, reply->str);
+            ngx_http_timpush_metric_redis_error("reply");
         }
 
         ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
@@ -1032,6 +1054,7 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_ERR, st->log, 0,
                   "timpush: Redis %V: no reply within %M ms",
                   &st->conf->name, st->conf->timeout);
+    ngx_http_timpush_metric_redis_error("timeout");
 
     ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
 
@@ -1050,7 +1073,8 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
 
         if (st->ac == ac) {
             st->ac = NULL;
-                    ngx_http_timpush_store_schedule(st);
+            ngx_http_timpush_metric_redis_up(0);
+            ngx_http_timpush_store_schedule(st);
         }
     }
 }
