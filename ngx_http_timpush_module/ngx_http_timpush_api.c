@@ -252,9 +252,6 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
         return ngx_http_timpush_api_finish(r, rc);
     }
 
-    ctx->info.user = ctx->user;
-    ctx->info.token = ctx->token;
-
     switch (ctx->op) {
 
     case NGX_HTTP_TIMPUSH_OP_HEALTH:
@@ -463,11 +460,15 @@ ngx_http_timpush_api_route(ngx_http_request_t *r,
         return rc;
     }
 
+    ctx->info.user = ctx->user;
+
     if (path.n >= 4) {
         rc = ngx_http_timpush_api_token(r, &s[3], &ctx->token);
         if (rc != NGX_OK) {
             return rc;
         }
+
+        ctx->info.token = ctx->token;
     }
 
     if (ngx_http_timpush_store_key(r->pool, &ctx->user, &ctx->key)
