@@ -9,6 +9,9 @@
 #   make test-mutants   each mutant of t/mutants/ built and tested: every
 #                one must be killed by the suites
 #   make bench   the benchmarks (bench/README.md)
+#   make install     the gateway module, its load_module snippet, the docs
+#                and tools/timpush-reindex into the system (DESTDIR=...
+#                for a staging directory); make uninstall removes them
 
 SHELL := /bin/bash
 
@@ -31,8 +34,23 @@ DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 	valgrind nghttp2-client libio-socket-ssl-perl libnet-ssleay-perl \
 	libfaketime gdb prometheus
 
-.PHONY: all build deps deps-test certs test test-valgrind run stop clean \
-	static unit fuzz bench bench-profile test-mutants
+# make install: where Debian's nginx and its libnginx-mod-* packages put
+# things (the snippet and its link named as those packages name theirs)
+DESTDIR ?=
+MODULES_DIR ?= /usr/lib/nginx/modules
+MODULES_AVAILABLE ?= /usr/share/nginx/modules-available
+MODULES_ENABLED ?= /etc/nginx/modules-enabled
+DOC_DIR ?= /usr/share/doc/timpush
+SBIN_DIR ?= /usr/local/sbin
+SNIPPET := mod-http-timpush.conf
+SNIPPET_LINK := 50-mod-http-timpush.conf
+# relative to nginx's prefix (/usr/share/nginx/modules is a link to
+# /usr/lib/nginx/modules), as Debian's snippets say it
+LOAD_PATH := $(if $(filter /usr/lib/nginx/modules,$(MODULES_DIR)),modules,$(MODULES_DIR))
+
+.PHONY: all build deps deps-test certs test test-valgrind run stop \
+	clean static unit fuzz bench bench-profile test-mutants install \
+	uninstall
 
 all: build
 
@@ -108,6 +126,41 @@ run: build certs
 
 stop:
 	@./conf-examples/run.sh stop
+
+# The module (not the simulator) where Debian's nginx loads modules from,
+# enabled as a libnginx-mod-* package does it: a snippet with its
+# load_module line in modules-available, linked from modules-enabled
+# (which /etc/nginx/nginx.conf includes).  "nginx -t" and a reload or
+# restart are the operator's (docs/operations.md).
+install: build
+	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(MODULES_AVAILABLE) \
+	    $(DESTDIR)$(MODULES_ENABLED) $(DESTDIR)$(DOC_DIR)/docs \
+	    $(DESTDIR)$(DOC_DIR)/conf-examples $(DESTDIR)$(SBIN_DIR)
+	install -m 644 $(MODULE) $(DESTDIR)$(MODULES_DIR)/
+	echo 'load_module $(LOAD_PATH)/ngx_http_timpush_module.so;' \
+	    > $(DESTDIR)$(MODULES_AVAILABLE)/$(SNIPPET)
+	chmod 644 $(DESTDIR)$(MODULES_AVAILABLE)/$(SNIPPET)
+	ln -sfn $(MODULES_AVAILABLE)/$(SNIPPET) \
+	    $(DESTDIR)$(MODULES_ENABLED)/$(SNIPPET_LINK)
+	install -m 644 README.md LICENSE $(DESTDIR)$(DOC_DIR)/
+	install -m 644 $(wildcard docs/*.md docs/*.yaml) $(DESTDIR)$(DOC_DIR)/docs/
+	install -m 644 $(wildcard conf-examples/*.conf) \
+	    $(DESTDIR)$(DOC_DIR)/conf-examples/
+	install -m 755 tools/timpush-reindex $(DESTDIR)$(SBIN_DIR)/
+
+# Exactly what install put there; the module directories (and the
+# modules directory's parent) go too when nothing else is left in them:
+# no other module package uses them.  modules-enabled and the sbin
+# directory stay (nginx-common and base-files own them).
+uninstall:
+	rm -f $(DESTDIR)$(MODULES_ENABLED)/$(SNIPPET_LINK) \
+	    $(DESTDIR)$(MODULES_AVAILABLE)/$(SNIPPET) \
+	    $(DESTDIR)$(MODULES_DIR)/ngx_http_timpush_module.so \
+	    $(DESTDIR)$(SBIN_DIR)/timpush-reindex
+	rm -rf $(DESTDIR)$(DOC_DIR)
+	rmdir --ignore-fail-on-non-empty $(DESTDIR)$(MODULES_DIR) \
+	    $(DESTDIR)$(dir $(MODULES_DIR)) $(DESTDIR)$(MODULES_AVAILABLE) \
+	    2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD) t/servroot* t/cert/out
