@@ -48,7 +48,7 @@ SNIPPET_LINK := 50-mod-http-timpush.conf
 # /usr/lib/nginx/modules), as Debian's snippets say it
 LOAD_PATH := $(if $(filter /usr/lib/nginx/modules,$(MODULES_DIR)),modules,$(MODULES_DIR))
 
-.PHONY: all build deps deps-test certs test test-valgrind run stop \
+.PHONY: all build deps deps-test deps-node certs test test-valgrind run stop \
 	clean static unit fuzz bench bench-profile test-mutants install \
 	uninstall
 
@@ -59,8 +59,20 @@ build: deps $(MODULE) $(MOCK_MODULE)
 deps:
 	@./.ci/deps $(DEB_BUILD) $(DEB_RUN)
 
-deps-test:
+deps-test: deps-node
 	@./.ci/deps $(DEB_BUILD) $(DEB_RUN) $(DEB_TEST)
+
+# t/openapi.t's checker: node, npm, and t/openapi/package-lock.json's
+# packages (Debian 12 packages no OpenAPI validator)
+deps-node:
+	@command -v node >/dev/null && command -v npm >/dev/null \
+	    || ./.ci/deps nodejs npm
+	@if [ ! -f t/openapi/node_modules/.package-lock.json ] \
+	    || [ t/openapi/package-lock.json -nt \
+	         t/openapi/node_modules/.package-lock.json ]; then \
+	    echo "timpush: npm ci in t/openapi"; \
+	    cd t/openapi && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
 
 $(BUILD)/nginx-src/configure:
 	rm -rf $(BUILD)/nginx-src
