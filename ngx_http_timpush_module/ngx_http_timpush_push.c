@@ -101,6 +101,7 @@ struct ngx_http_timpush_push_s {
     ngx_str_t                           args[6];     /* PUSH's */
     ngx_uint_t                          nargs;
     ngx_http_timpush_mark_t            *marks;
+    ngx_array_t                         prunes;      /* waiting for room */
     int64_t                             started;     /* ms */
     ngx_msec_t                          start;       /* for its duration */
     ngx_http_timpush_request_info_t    *info;        /* for logs */
@@ -130,6 +131,7 @@ static void ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
 static void ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note);
 static ngx_int_t ngx_http_timpush_push_prune(
     ngx_http_timpush_device_note_t *dn);
+static ngx_int_t ngx_http_timpush_push_prunes(ngx_http_timpush_push_t *push);
 static void ngx_http_timpush_push_pruned(void *data, redisReply *reply,
     ngx_int_t rc);
 static void ngx_http_timpush_push_released(void *data,
@@ -395,6 +397,19 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
     ngx_http_timpush_batch_t  *batch;
 
     window = 0;
+
+    if (push->prunes.nelts
+        && ngx_http_timpush_push_prunes(push) == NGX_AGAIN)
+    {
+        /* still no room: soon again (the device keeps the push pending) */
+
+        if (!push->wait.timer_set) {
+            ngx_add_timer(&push->wait, NGX_HTTP_TIMPUSH_PUSH_WAIT);
+            push->pending++;
+        }
+
+        return;
+    }
 
     while (push->next < push->nbatches
            && push->reading < NGX_HTTP_TIMPUSH_PUSH_INFLIGHT)
@@ -916,10 +931,12 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
 static ngx_int_t
 ngx_http_timpush_push_prune(ngx_http_timpush_device_note_t *dn)
 {
-    u_char                        *p, buf[NGX_INT64_LEN];
-    int64_t                        before;
-    ngx_str_t                     *reason, args[2];
-    ngx_http_timpush_apns_note_t  *note;
+    u_char                           *p, buf[NGX_INT64_LEN];
+    int64_t                           before;
+    ngx_int_t                         rc;
+    ngx_str_t                        *reason, args[2];
+    ngx_http_timpush_apns_note_t     *note;
+    ngx_http_timpush_device_note_t  **waiting;
 
     note = &dn->note;
     reason = &note->reason;
@@ -951,17 +968,67 @@ ngx_http_timpush_push_prune(ngx_http_timpush_device_note_t *dn)
     p = ngx_sprintf(buf, "%L", before);
     args[1].len = p - buf;
 
-    if (ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PRUNE,
-                                   &dn->rcpt->key, 1, args, 2,
-                                   ngx_http_timpush_push_pruned, dn,
-                                   &dn->prune)
-        != NGX_OK)
-    {
-        dn->prune = NULL;
+    rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PRUNE,
+                                    &dn->rcpt->key, 1, args, 2,
+                                    ngx_http_timpush_push_pruned, dn,
+                                    &dn->prune);
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    dn->prune = NULL;
+
+    if (rc != NGX_BUSY) {
         return NGX_DECLINED;
     }
 
+    /* Redis has no room now: the prune waits for it, as reads do */
+
+    if (dn->push->prunes.elts == NULL
+        && ngx_array_init(&dn->push->prunes, dn->push->request->pool, 16,
+                          sizeof(ngx_http_timpush_device_note_t *))
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    waiting = ngx_array_push(&dn->push->prunes);
+    if (waiting == NULL) {
+        return NGX_DECLINED;
+    }
+
+    *waiting = dn;
+
+    if (!dn->push->wait.timer_set) {
+        ngx_add_timer(&dn->push->wait, NGX_HTTP_TIMPUSH_PUSH_WAIT);
+        dn->push->pending++;
+    }
+
     return NGX_OK;
+}
+
+
+/* the prunes that found Redis full, again: NGX_AGAIN if some still wait */
+
+static ngx_int_t
+ngx_http_timpush_push_prunes(ngx_http_timpush_push_t *push)
+{
+    ngx_uint_t                        i, n;
+    ngx_http_timpush_device_note_t  **dn;
+
+    dn = push->prunes.elts;
+    n = push->prunes.nelts;
+    push->prunes.nelts = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_timpush_push_prune(dn[i]) != NGX_OK) {
+            /* Redis is gone: the token stays; the device is answered */
+            dn[i]->pending = 0;
+            push->pending--;
+        }
+    }
+
+    return push->prunes.nelts ? NGX_AGAIN : NGX_OK;
 }
 
 

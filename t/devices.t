@@ -226,7 +226,7 @@ location /v1/ { timpush_api; }
 --- config
 location /v1/ { timpush_api; }
 --- request eval
-["PUT /v1/users/u11/devices/111111111111111
+["PUT /v1/users/u11/devices/11111111111111111
 {\"business_id\":1001}",
 "PUT /v1/users/u11/devices/11111111111111
 {\"business_id\":1001}",
@@ -471,5 +471,68 @@ GET /v1/users/u20/devices?x=1
 --- error_code: 200
 --- response_body
 {"user_id":"u20","devices":[]}
+--- no_error_log
+[error]
+
+
+
+=== TEST 21: registering a device again keeps its badge (only a new device starts at 0)
+--- config
+location /v1/ { timpush_api; }
+--- request eval
+["PUT /v1/users/u21/devices/1111111111111111
+{\"business_id\":1001}",
+"POST /v1/users/u21/devices/1111111111111111/background
+{\"unread\":3}",
+"PUT /v1/users/u21/devices/1111111111111111
+{\"business_id\":1001}",
+"GET /v1/users/u21/devices"]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_body_like eval
+[qr/"kicked":\[\]/, qr/"badge":3/, qr/"kicked":\[\]/,
+qr/^\{"user_id":"u21","devices":\[\{"token":"1111111111111111","business_id":1001,"badge":3,"foreground":false,"registered_at":\d+\}\]\}$/]
+--- no_error_log
+[error]
+
+
+
+=== TEST 22: a chunked device body over 4 KiB: 413 body_too_large, whatever client_max_body_size says
+--- config
+location /v1/ { timpush_api; }
+--- raw_request eval
+"PUT /v1/users/u22/devices/1111111111111111 HTTP/1.1\r
+Host: localhost\r
+Connection: close\r
+Transfer-Encoding: chunked\r
+\r
+1001\r
+{\"business_id\":1001,\"pad\":\"" . ("x" x 4068) . "\"}\r
+0\r
+\r
+"
+--- error_code: 413
+--- response_body
+{"error":{"code":"body_too_large","message":"a device body is at most 4096 bytes"}}
+
+
+
+=== TEST 23: a request from a web page (Origin) is refused 403 forbidden, unless allow_origin= lists that origin
+--- config
+location /v1/ { timpush_api allow_origin=https://console.example.com; }
+--- request eval
+["GET /v1/users/u23/devices", "GET /v1/users/u23/devices",
+"GET /v1/users/u23/devices"]
+--- more_headers eval
+["Origin: https://evil.example.com", "Origin: https://console.example.com", ""]
+--- error_code eval
+[403, 200, 200]
+--- response_headers eval
+["!Access-Control-Allow-Origin",
+"Access-Control-Allow-Origin: https://console.example.com\nVary: Origin",
+"!Access-Control-Allow-Origin"]
+--- response_body eval
+["{\"error\":{\"code\":\"forbidden\",\"message\":\"requests from web pages are refused (Origin header); the API is for backends, see timpush_api allow_origin=\"}}\n",
+"{\"user_id\":\"u23\",\"devices\":[]}\n", "{\"user_id\":\"u23\",\"devices\":[]}\n"]
 --- no_error_log
 [error]

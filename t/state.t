@@ -207,3 +207,26 @@ qr/not_found/, qr/"kicked":\["2222222222222222"\]/,
 qr/^\{"user_id":"s9","devices":\[\{"token":"1111111111111111","business_id":1001,"badge":0,"foreground":false,/]
 --- no_error_log
 [error]
+
+
+
+=== TEST 10: a device kicked in the foreground and registered again starts with pushes on (no state kept behind)
+--- config
+location /v1/ { timpush_api; }
+--- request eval
+["PUT /v1/users/s10/devices/1111111111111111
+{\"business_id\":1001}",
+"POST /v1/users/s10/devices/1111111111111111/foreground",
+"PUT /v1/users/s10/devices/2222222222222222
+{\"business_id\":1001}",
+"PUT /v1/users/s10/devices/1111111111111111
+{\"business_id\":1001}",
+"GET /v1/users/s10/devices"]
+--- error_code eval
+[200, 200, 200, 200, 200]
+--- response_body_like eval
+[qr/"kicked":\[\]/, qr/"foreground":true/,
+qr/"kicked":\["1111111111111111"\]/, qr/"kicked":\["2222222222222222"\]/,
+qr/^\{"user_id":"s10","devices":\[\{"token":"1111111111111111","business_id":1001,"badge":0,"foreground":false,"registered_at":\d+\}\]\}$/]
+--- no_error_log
+[error]
