@@ -70,7 +70,7 @@ sub check {
     my $pid = open(my $fh, '-|') // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>&', \*STDOUT;
-        exec 'node', $CHECK, @args;
+        { exec 'node', $CHECK, @args };
         POSIX::_exit(127);
     }
 
