@@ -155,7 +155,8 @@ install: build
 	ln -sfn $(MODULES_AVAILABLE)/$(SNIPPET) \
 	    $(DESTDIR)$(MODULES_ENABLED)/$(SNIPPET_LINK)
 	install -m 644 README.md LICENSE $(DESTDIR)$(DOC_DIR)/
-	install -m 644 $(wildcard docs/*.md docs/*.yaml) $(DESTDIR)$(DOC_DIR)/docs/
+	install -m 644 $(wildcard docs/*.md docs/*.yaml docs/*.yml) \
+	    $(DESTDIR)$(DOC_DIR)/docs/
 	install -m 644 $(wildcard conf-examples/*.conf) \
 	    $(DESTDIR)$(DOC_DIR)/conf-examples/
 	install -m 755 tools/timpush-reindex $(DESTDIR)$(SBIN_DIR)/

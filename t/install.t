@@ -40,7 +40,7 @@ is($rc, 0, 'make install DESTDIR=...') or diag($out);
 
 my @docs = map { "usr/share/doc/timpush/$_" }
            'LICENSE', 'README.md',
-           (map { s{^\Q$root\E/}{}r } glob("$root/docs/*.md $root/docs/*.yaml")),
+           (map { s{^\Q$root\E/}{}r } grep { -f } glob("$root/docs/*")),
            (map { s{^\Q$root\E/}{}r } glob("$root/conf-examples/*.conf"));
 
 my @want = sort +(
