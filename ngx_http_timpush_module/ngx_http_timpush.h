@@ -81,6 +81,10 @@ typedef struct {
     ngx_msec_t                     credential_recheck;
     ngx_msec_t                     dedup_window;
     ngx_shm_zone_t                *metrics_zone;
+    ngx_flag_t                     async;
+    ngx_msec_t                     async_keep;
+    ngx_msec_t                     async_claim;
+    ngx_msec_t                     async_retry;
 } ngx_http_timpush_main_conf_t;
 
 
@@ -101,6 +105,14 @@ typedef enum {
     NGX_HTTP_TIMPUSH_SCRIPT_FOREGROUND,
     NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
     NGX_HTTP_TIMPUSH_SCRIPT_PRUNE,
+    NGX_HTTP_TIMPUSH_SCRIPT_ENQUEUE,
+    NGX_HTTP_TIMPUSH_SCRIPT_GROUP,
+    NGX_HTTP_TIMPUSH_SCRIPT_RECORD,
+    NGX_HTTP_TIMPUSH_SCRIPT_FINISH,
+    NGX_HTTP_TIMPUSH_SCRIPT_FETCH,
+    NGX_HTTP_TIMPUSH_SCRIPT_AUTOCLAIM,
+    NGX_HTTP_TIMPUSH_SCRIPT_TOUCH,
+    NGX_HTTP_TIMPUSH_SCRIPT_FEEDBACK,
     NGX_HTTP_TIMPUSH_SCRIPT_CLAIM,
     NGX_HTTP_TIMPUSH_SCRIPT_SETTLE,
     NGX_HTTP_TIMPUSH_SCRIPT_RELEASE,
@@ -128,6 +140,10 @@ ngx_int_t ngx_http_timpush_store_run(ngx_http_timpush_script_e script,
     ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
     ngx_http_timpush_store_handler_pt handler, void *data,
     ngx_http_timpush_store_cmd_t **cmdp);
+ngx_int_t ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
+    ngx_uint_t argc, ngx_msec_t timeout,
+    ngx_http_timpush_store_handler_pt handler, void *data,
+    ngx_http_timpush_store_cmd_t **cmdp);
 void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);
 ngx_int_t ngx_http_timpush_store_room(ngx_uint_t n);
 const char *ngx_http_timpush_store_strerror(ngx_int_t rc);
@@ -136,6 +152,10 @@ ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
 ngx_int_t ngx_http_timpush_store_token_key(ngx_pool_t *pool,
     ngx_str_t *token, ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *user,
+    ngx_str_t *key);
+ngx_int_t ngx_http_timpush_store_plain_key(ngx_pool_t *pool, const char *name,
+    ngx_str_t *key);
+ngx_int_t ngx_http_timpush_store_push_key(ngx_pool_t *pool, ngx_str_t *id,
     ngx_str_t *key);
 
 
@@ -249,6 +269,8 @@ typedef struct {
 
 ngx_http_timpush_request_info_t *ngx_http_timpush_api_info(
     ngx_http_request_t *r);
+ngx_http_timpush_store_cmd_t **ngx_http_timpush_api_cmd(
+    ngx_http_request_t *r);
 
 ngx_int_t ngx_http_timpush_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_timpush_api_init(ngx_conf_t *cf);
@@ -279,6 +301,16 @@ ngx_int_t ngx_http_timpush_health(ngx_http_request_t *r);
 /* the log variables (vars.c) */
 
 ngx_int_t ngx_http_timpush_vars_add(ngx_conf_t *cf);
+
+
+/* durable asynchronous pushes (async.c) */
+
+ngx_int_t ngx_http_timpush_async_enqueue(ngx_http_request_t *r,
+    u_char *data, size_t len);
+ngx_int_t ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id);
+ngx_int_t ngx_http_timpush_async_init_process(ngx_cycle_t *cycle,
+    ngx_http_timpush_main_conf_t *tmcf);
+void ngx_http_timpush_async_exit_process(ngx_cycle_t *cycle);
 
 
 /* POST /v1/push (push.c) */

@@ -21,6 +21,7 @@ typedef enum {
     NGX_HTTP_TIMPUSH_OP_FOREGROUND,
     NGX_HTTP_TIMPUSH_OP_PUSH,
     NGX_HTTP_TIMPUSH_OP_HEALTH,
+    NGX_HTTP_TIMPUSH_OP_PUSH_STATE,       /* GET /v1/pushes/{id} */
     NGX_HTTP_TIMPUSH_OP_NONE              /* no such endpoint */
 } ngx_http_timpush_op_e;
 
@@ -28,13 +29,14 @@ typedef enum {
 /* the endpoint label of timpush_api_requests_total, by op */
 static const char  *ngx_http_timpush_api_endpoints[] = {
     "register", "unregister", "list", "logout", "background", "foreground",
-    "push", "health", "unknown"
+    "push", "health", "push_state", "unknown"
 };
 
 
 typedef struct {
     ngx_http_timpush_request_info_t  info;   /* for logs and metrics */
     ngx_http_timpush_op_e          op;
+    ngx_str_t                      push_id;
     ngx_str_t                      user;
     ngx_str_t                      token;
     ngx_str_t                      key;
@@ -184,6 +186,19 @@ ngx_http_timpush_api_info(ngx_http_request_t *r)
 }
 
 
+/* the request's store command, forgotten if the request goes away */
+
+ngx_http_timpush_store_cmd_t **
+ngx_http_timpush_api_cmd(ngx_http_request_t *r)
+{
+    ngx_http_timpush_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_timpush_module);
+
+    return &ctx->cmd;
+}
+
+
 /* every request of an API location is counted, nginx's own answers too */
 
 static ngx_int_t
@@ -261,6 +276,20 @@ ngx_http_timpush_api_handler(ngx_http_request_t *r)
         }
 
         return ngx_http_timpush_api_finish(r, ngx_http_timpush_health(r));
+
+    case NGX_HTTP_TIMPUSH_OP_PUSH_STATE:
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        rc = ngx_http_timpush_async_get(r, &ctx->push_id);
+        if (rc == NGX_DONE) {
+            r->main->count++;
+            return NGX_DONE;
+        }
+
+        return ngx_http_timpush_api_finish(r, rc);
 
     case NGX_HTTP_TIMPUSH_OP_REGISTER:
     case NGX_HTTP_TIMPUSH_OP_LOGOUT:
@@ -375,6 +404,7 @@ ngx_http_timpush_api_request_body_filter(ngx_http_request_t *r,
  * /v1/users/{user}/devices/{token}/background   POST
  * /v1/users/{user}/devices/{token}/foreground   POST
  * /v1/push                                      POST
+ * /v1/pushes/{id}                               GET, HEAD
  * /v1/health                                    GET, HEAD
  */
 
@@ -395,6 +425,15 @@ ngx_http_timpush_api_route(ngx_http_request_t *r,
     {
         ctx->op = NGX_HTTP_TIMPUSH_OP_PUSH;
         return ngx_http_timpush_api_method(r, NGX_HTTP_POST, "POST");
+    }
+
+    if (path.n == 2 && path.segment[0].len == 6
+        && ngx_strncmp(path.segment[0].data, "pushes", 6) == 0)
+    {
+        ctx->op = NGX_HTTP_TIMPUSH_OP_PUSH_STATE;
+        ctx->push_id = path.segment[1];
+        return ngx_http_timpush_api_method(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                           "GET, HEAD");
     }
 
     if (path.n == 1 && path.segment[0].len == 6

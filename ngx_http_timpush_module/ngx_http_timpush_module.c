@@ -120,6 +120,34 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       offsetof(ngx_http_timpush_main_conf_t, dedup_window),
       NULL },
 
+    { ngx_string("timpush_async"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, async),
+      NULL },
+
+    { ngx_string("timpush_async_keep"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, async_keep),
+      NULL },
+
+    { ngx_string("timpush_async_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, async_claim),
+      NULL },
+
+    { ngx_string("timpush_async_retry"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, async_retry),
+      NULL },
+
     { ngx_string("timpush_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_timpush_metrics_directive,
@@ -199,6 +227,10 @@ ngx_http_timpush_create_main_conf(ngx_conf_t *cf)
     tmcf->apns_queue = NGX_CONF_UNSET_UINT;
     tmcf->credential_recheck = NGX_CONF_UNSET_MSEC;
     tmcf->dedup_window = NGX_CONF_UNSET_MSEC;
+    tmcf->async = NGX_CONF_UNSET;
+    tmcf->async_keep = NGX_CONF_UNSET_MSEC;
+    tmcf->async_claim = NGX_CONF_UNSET_MSEC;
+    tmcf->async_retry = NGX_CONF_UNSET_MSEC;
 
     return tmcf;
 }
@@ -217,6 +249,10 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(tmcf->apns_queue, 65536);
     ngx_conf_init_msec_value(tmcf->credential_recheck, 3600000);
     ngx_conf_init_msec_value(tmcf->dedup_window, 86400000);
+    ngx_conf_init_value(tmcf->async, 0);
+    ngx_conf_init_msec_value(tmcf->async_keep, 3600000);
+    ngx_conf_init_msec_value(tmcf->async_claim, 30000);
+    ngx_conf_init_msec_value(tmcf->async_retry, 3600000);
 
     if (tmcf->max_recipients == 0 || tmcf->apns_connections == 0
         || tmcf->apns_connections > 64 || tmcf->apns_timeout == 0
@@ -229,6 +265,30 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
                       "timpush_credential_recheck and timpush_dedup_window "
                       "must be positive, "
                       "timpush_apns_connections from 1 to 64");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A push claimed from a consumer that died must find the devices it
+     * was sending no longer "being sent" (their lease: the push's deadline
+     * and Redis's), else it would skip them (DESIGN §12, §14).
+     */
+
+    if (tmcf->async
+        && tmcf->async_claim <= tmcf->apns_timeout + tmcf->redis.timeout)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush: timpush_async_claim (%M ms) must be longer "
+                      "than timpush_apns_timeout and the Redis timeout "
+                      "together (%M ms)", tmcf->async_claim,
+                      tmcf->apns_timeout + tmcf->redis.timeout);
+        return NGX_CONF_ERROR;
+    }
+
+    if (tmcf->async && !tmcf->redis_set) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"timpush_async on\" needs \"timpush_redis\": "
+                      "pushes are queued in Redis");
         return NGX_CONF_ERROR;
     }
 
@@ -610,13 +670,19 @@ ngx_http_timpush_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_timpush_store_init_process(cycle, tmcf);
+    if (ngx_http_timpush_store_init_process(cycle, tmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_timpush_async_init_process(cycle, tmcf);
 }
 
 
 static void
 ngx_http_timpush_exit_process(ngx_cycle_t *cycle)
 {
+    /* the async pushes first: what they hold is left to other workers */
+    ngx_http_timpush_async_exit_process(cycle);
     ngx_http_timpush_apns_exit_process(cycle);
     ngx_http_timpush_store_exit_process(cycle);
     ngx_http_timpush_metrics_exit_process(cycle);

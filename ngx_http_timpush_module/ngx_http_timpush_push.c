@@ -16,6 +16,7 @@
 #include "ngx_http_timpush_apns.h"
 #include "ngx_http_timpush_render.h"
 #include "ngx_http_timpush_metrics.h"
+#include "ngx_http_timpush_push.h"
 
 
 /*
@@ -32,9 +33,6 @@
 #define NGX_HTTP_TIMPUSH_PUSH_BATCH     32
 #define NGX_HTTP_TIMPUSH_PUSH_INFLIGHT  8
 #define NGX_HTTP_TIMPUSH_PUSH_WAIT      10      /* ms */
-
-
-typedef struct ngx_http_timpush_push_s  ngx_http_timpush_push_t;
 
 
 /* one MARK call: the outcome of a batch of users' devices (msg_id) */
@@ -57,6 +55,7 @@ typedef struct {
     u_char                              digits[NGX_INT64_LEN];
     unsigned                            foreground:1;
     unsigned                            duplicate:1; /* got the msg_id */
+    unsigned                            emitted:1;   /* to the hooks */
     unsigned                            unknown:1;
     unsigned                            pending:1;
     unsigned                            removed:1;
@@ -85,7 +84,11 @@ typedef struct {
 
 
 struct ngx_http_timpush_push_s {
-    ngx_http_request_t                 *request;
+    ngx_http_request_t                 *request;     /* NULL: async */
+    ngx_pool_t                         *pool;
+    ngx_log_t                          *log;
+    ngx_http_timpush_main_conf_t       *tmcf;
+    ngx_http_timpush_push_hooks_t      *hooks;       /* async */
     ngx_http_timpush_message_t          msg;
     ngx_http_timpush_payload_t          payload;
     ngx_http_timpush_recipient_t       *rcpts;
@@ -113,6 +116,7 @@ struct ngx_http_timpush_push_s {
 };
 
 
+static ngx_int_t ngx_http_timpush_push_start(ngx_http_timpush_push_t *push);
 static ngx_int_t ngx_http_timpush_push_skip(ngx_http_request_t *r,
     ngx_http_timpush_message_t *msg);
 static void ngx_http_timpush_push_more(ngx_http_timpush_push_t *push);
@@ -145,6 +149,9 @@ static ngx_uint_t ngx_http_timpush_push_all_duplicate(
     ngx_http_timpush_recipient_t *rcpt);
 static void ngx_http_timpush_push_done(ngx_http_timpush_push_t *push);
 static ngx_int_t ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_finish(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_emit(ngx_http_timpush_push_t *push,
+    ngx_http_timpush_recipient_t *rcpt, ngx_http_timpush_device_note_t *dn);
 static ngx_uint_t ngx_http_timpush_push_kind(
     ngx_http_timpush_device_note_t *dn);
 static size_t ngx_http_timpush_push_result_size(
@@ -158,49 +165,38 @@ ngx_int_t
 ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
 {
     ngx_int_t                       rc;
-    ngx_str_t                      *to;
-    ngx_uint_t                      i;
-    ngx_time_t                     *tp;
-    ngx_pool_cleanup_t             *cln;
     ngx_http_timpush_push_t        *push;
-    ngx_http_timpush_batch_t       *batch;
-    ngx_http_timpush_recipient_t   *rcpt;
     ngx_http_timpush_render_err_t   err;
-    ngx_http_timpush_main_conf_t   *tmcf;
 
-    static u_char  empty[] = "";
-
-    tmcf = ngx_http_get_module_main_conf(r, ngx_http_timpush_module);
-
-    push = ngx_pcalloc(r->pool, sizeof(ngx_http_timpush_push_t));
+    push = ngx_http_timpush_push_create(r->pool, r->connection->log,
+                          ngx_http_get_module_main_conf(r,
+                                                    ngx_http_timpush_module));
     if (push == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     push->request = r;
+    push->info = ngx_http_timpush_api_info(r);
 
-    if (data == NULL) {
-        data = empty;
-    }
+    rc = ngx_http_timpush_push_prepare(push, data, len, &err);
 
-    rc = ngx_http_timpush_message_parse(r->pool, data, len,
-                                        tmcf->max_recipients, &push->msg,
-                                        &err);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (rc != NGX_OK) {
-        ngx_http_timpush_metric_push("invalid");
-        return ngx_http_timpush_api_error(r, NGX_HTTP_BAD_REQUEST, err.code,
-                                          "%s", err.msg);
-    }
-
-    push->info = ngx_http_timpush_api_info(r);
-
     if (push->info) {
         push->info->msg_id = push->msg.msg_id;
         push->info->recipients = push->msg.to.nelts;
+    }
+
+    if (rc == NGX_DECLINED && push->msg.skip == NGX_HTTP_TIMPUSH_SKIP_NONE) {
+        ngx_http_timpush_metric_push("invalid");
+
+        return ngx_http_timpush_api_error(r,
+                          ngx_strcmp(err.code, "payload_too_large") == 0
+                          ? NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+                          : NGX_HTTP_BAD_REQUEST,
+                          err.code, "%s", err.msg);
     }
 
     if (push->msg.skip != NGX_HTTP_TIMPUSH_SKIP_NONE) {
@@ -214,18 +210,144 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
         return ngx_http_timpush_push_skip(r, &push->msg);
     }
 
-    rc = ngx_http_timpush_payload_build(r->pool, &push->msg, &push->payload,
-                                        &err);
+    if (push->msg.async) {
+        /* DESIGN §14: queued in Redis, answered once it is there */
+        return ngx_http_timpush_async_enqueue(r, data, len);
+    }
+
+    rc = ngx_http_timpush_push_start(push);
+
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (rc != NGX_OK) {
-        ngx_http_timpush_metric_push("invalid");
-        return ngx_http_timpush_api_error(r,
-                                          NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                          err.code, "%s", err.msg);
+    if (rc == NGX_OK) {
+        ngx_http_timpush_metric_push("pushed");
     }
+
+    if (rc != NGX_OK) {
+        return ngx_http_timpush_api_store_error(r, rc);
+    }
+
+    if (push->pending == 0) {
+        /* nothing went out: no recipient could be read */
+        return ngx_http_timpush_push_answer(push);
+    }
+
+    /* the reference taken for reading the body is ours until the answer */
+
+    return NGX_DONE;
+}
+
+
+ngx_http_timpush_push_t *
+ngx_http_timpush_push_create(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_http_timpush_main_conf_t *tmcf)
+{
+    ngx_http_timpush_push_t  *push;
+
+    push = ngx_pcalloc(pool, sizeof(ngx_http_timpush_push_t));
+    if (push == NULL) {
+        return NULL;
+    }
+
+    push->pool = pool;
+    push->log = log;
+    push->tmcf = tmcf;
+
+    return push;
+}
+
+
+ngx_int_t
+ngx_http_timpush_push_prepare(ngx_http_timpush_push_t *push, u_char *data,
+    size_t len, ngx_http_timpush_render_err_t *err)
+{
+    ngx_int_t  rc;
+
+    static u_char  empty[] = "";
+
+    if (data == NULL) {
+        data = empty;
+    }
+
+    rc = ngx_http_timpush_message_parse(push->pool, data, len,
+                                        push->tmcf->max_recipients,
+                                        &push->msg, err);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (push->msg.skip != NGX_HTTP_TIMPUSH_SKIP_NONE) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_timpush_payload_build(push->pool, &push->msg,
+                                          &push->payload, err);
+}
+
+
+ngx_http_timpush_message_t *
+ngx_http_timpush_push_message(ngx_http_timpush_push_t *push)
+{
+    return &push->msg;
+}
+
+
+ngx_int_t
+ngx_http_timpush_push_run(ngx_http_timpush_push_t *push, ngx_str_t *msg_id,
+    ngx_http_timpush_push_hooks_t *hooks)
+{
+    ngx_int_t  rc;
+
+    push->hooks = hooks;
+
+    if (push->msg.msg_id.len == 0) {
+        push->msg.msg_id = *msg_id;
+    }
+
+    rc = ngx_http_timpush_push_start(push);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (push->pending == 0) {
+        ngx_http_timpush_push_done(push);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_timpush_push_stop(ngx_http_timpush_push_t *push)
+{
+    push->hooks = NULL;
+    push->answered = 1;
+
+    ngx_http_timpush_push_cleanup(push);
+}
+
+
+/*
+ * The recipients read, devices sent: NGX_OK (push->pending says whether
+ * anything went out), a store error (no room in Redis for the first
+ * calls), or NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                      *to;
+    ngx_uint_t                      i;
+    ngx_time_t                     *tp;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_timpush_batch_t       *batch;
+    ngx_http_timpush_recipient_t   *rcpt;
+    ngx_http_timpush_main_conf_t   *tmcf;
+
+    tmcf = push->tmcf;
 
     /* room in Redis for the first calls, or the push is refused */
 
@@ -236,27 +358,27 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     rc = ngx_http_timpush_store_room(ngx_min(push->nbatches,
                                              NGX_HTTP_TIMPUSH_PUSH_INFLIGHT));
     if (rc != NGX_OK) {
-        return ngx_http_timpush_api_store_error(r, rc);
+        return rc;
     }
 
-    push->rcpts = ngx_pcalloc(r->pool, push->nrcpts
+    push->rcpts = ngx_pcalloc(push->pool, push->nrcpts
                                        * sizeof(ngx_http_timpush_recipient_t));
     if (push->rcpts == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    push->batches = ngx_pcalloc(r->pool, push->nbatches
+    push->batches = ngx_pcalloc(push->pool, push->nbatches
                                          * sizeof(ngx_http_timpush_batch_t));
     if (push->batches == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     push->ncreds = tmcf->credentials.nelts;
-    push->seen = ngx_pcalloc(r->pool,
+    push->seen = ngx_pcalloc(push->pool,
                              (push->ncreds + 8 * sizeof(uintptr_t) - 1)
                              / (8 * sizeof(uintptr_t)) * sizeof(uintptr_t));
     if (push->seen == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     to = push->msg.to.elts;
@@ -266,34 +388,34 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
         rcpt->user = to[i];
         rcpt->push = push;
 
-        if (ngx_http_timpush_store_key(r->pool, &rcpt->user, &rcpt->key)
+        if (ngx_http_timpush_store_key(push->pool, &rcpt->user, &rcpt->key)
             != NGX_OK)
         {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         if (push->msg.msg_id.len
-            && ngx_http_timpush_store_msg_key(r->pool, &rcpt->user,
+            && ngx_http_timpush_store_msg_key(push->pool, &rcpt->user,
                                               &rcpt->mkey)
                != NGX_OK)
         {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    if (push->request) {
+        cln = ngx_pool_cleanup_add(push->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
 
-    cln->handler = ngx_http_timpush_push_cleanup;
-    cln->data = push;
+        cln->handler = ngx_http_timpush_push_cleanup;
+        cln->data = push;
+    }
 
     tp = ngx_timeofday();
     push->started = (int64_t) tp->sec * 1000 + tp->msec;
     push->start = ngx_current_msec;
-
-    ngx_http_timpush_metric_push("pushed");
 
     push->headers.push_type = push->msg.push_type;
     push->headers.topic_suffix = push->msg.topic_suffix;
@@ -324,12 +446,12 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
     if (push->msg.msg_id.len
         && ngx_http_timpush_push_dedup(push, tmcf) != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     push->wait.handler = ngx_http_timpush_push_wait_handler;
     push->wait.data = push;
-    push->wait.log = r->connection->log;
+    push->wait.log = push->log;
 
     for (i = 0; i < push->nbatches; i++) {
         batch = &push->batches[i];
@@ -342,14 +464,7 @@ ngx_http_timpush_push(ngx_http_request_t *r, u_char *data, size_t len)
 
     ngx_http_timpush_push_more(push);
 
-    if (push->pending == 0) {
-        /* nothing went out: no recipient could be read */
-        return ngx_http_timpush_push_answer(push);
-    }
-
-    /* the reference taken for reading the body is ours until the answer */
-
-    return NGX_DONE;
+    return NGX_OK;
 }
 
 
@@ -622,7 +737,7 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
         return NGX_OK;
     }
 
-    rcpt->devices = ngx_pcalloc(push->request->pool,
+    rcpt->devices = ngx_pcalloc(push->pool,
                                 n * sizeof(ngx_http_timpush_device_note_t));
     if (rcpt->devices == NULL) {
         return NGX_ERROR;
@@ -643,7 +758,7 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
         dn = &rcpt->devices[rcpt->ndevices++];
 
         dn->note.token.len = field->len - 2;
-        dn->note.token.data = ngx_pnalloc(push->request->pool,
+        dn->note.token.data = ngx_pnalloc(push->pool,
                                           field->len - 2);
         if (dn->note.token.data == NULL) {
             return NGX_ERROR;
@@ -810,8 +925,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         return;
     }
 
-    tmcf = ngx_http_get_module_main_conf(push->request,
-                                         ngx_http_timpush_module);
+    tmcf = push->tmcf;
 
     note->cred = ngx_http_timpush_credential_find(tmcf, dn->business_id);
 
@@ -902,7 +1016,7 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
     if (note->status != NGX_HTTP_OK) {
         *ngx_http_timpush_short_token(tok, &note->token) = '\0';
 
-        ngx_log_error(NGX_LOG_INFO, push->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, push->log, 0,
                       "timpush: user \"%V\" business_id %ui (%s): device "
                       "%s: %ui %V", &dn->rcpt->user, dn->business_id,
                       note->cred->env == NGX_HTTP_TIMPUSH_ENV_SANDBOX
@@ -918,6 +1032,7 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
     dn->pending = 0;
     push->pending--;
 
+    ngx_http_timpush_push_emit(push, dn->rcpt, dn);
     ngx_http_timpush_push_done(push);
 }
 
@@ -985,7 +1100,7 @@ ngx_http_timpush_push_prune(ngx_http_timpush_device_note_t *dn)
     /* Redis has no room now: the prune waits for it, as reads do */
 
     if (dn->push->prunes.elts == NULL
-        && ngx_array_init(&dn->push->prunes, dn->push->request->pool, 16,
+        && ngx_array_init(&dn->push->prunes, dn->push->pool, 16,
                           sizeof(ngx_http_timpush_device_note_t *))
            != NGX_OK)
     {
@@ -1025,6 +1140,7 @@ ngx_http_timpush_push_prunes(ngx_http_timpush_push_t *push)
             /* Redis is gone: the token stays; the device is answered */
             dn[i]->pending = 0;
             push->pending--;
+            ngx_http_timpush_push_emit(push, dn[i]->rcpt, dn[i]);
         }
     }
 
@@ -1054,7 +1170,7 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
 
         /* routine: an app uninstalled; nothing for an operator to do */
 
-        ngx_log_error(NGX_LOG_INFO, push->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, push->log, 0,
                       "timpush: user \"%V\" business_id %ui (%s): device "
                       "%s removed: %V%s", &dn->rcpt->user, dn->business_id,
                       note->cred->env == NGX_HTTP_TIMPUSH_ENV_SANDBOX
@@ -1072,7 +1188,7 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
         /* the token's reverse index goes with it; the same pending count */
 
         dn->owner = ngx_http_timpush_owner_create(
-                                        push->request->connection->log,
+                                        push->log,
                                         &dn->rcpt->user);
 
         if (dn->owner) {
@@ -1092,6 +1208,7 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
     dn->pending = 0;
     push->pending--;
 
+    ngx_http_timpush_push_emit(push, dn->rcpt, dn);
     ngx_http_timpush_push_done(push);
 }
 
@@ -1106,6 +1223,7 @@ ngx_http_timpush_push_released(void *data, ngx_http_timpush_owner_t *o,
     dn->pending = 0;
     dn->push->pending--;
 
+    ngx_http_timpush_push_emit(dn->push, dn->rcpt, dn);
     ngx_http_timpush_push_done(dn->push);
 }
 
@@ -1125,12 +1243,12 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     int64_t     lease;
     ngx_uint_t  i;
 
-    p = ngx_pnalloc(push->request->pool, 4 * NGX_INT64_LEN);
+    p = ngx_pnalloc(push->pool, 4 * NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    push->marks = ngx_pcalloc(push->request->pool,
+    push->marks = ngx_pcalloc(push->pool,
                               push->nbatches * sizeof(ngx_http_timpush_mark_t));
     if (push->marks == NULL) {
         return NGX_ERROR;
@@ -1189,7 +1307,7 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
     ngx_http_timpush_recipient_t    *rcpt;
     ngx_http_timpush_device_note_t  *dn;
 
-    now = ngx_pnalloc(push->request->pool, 2 * NGX_INT64_LEN);
+    now = ngx_pnalloc(push->pool, 2 * NGX_INT64_LEN);
     if (now == NULL) {
         return;
     }
@@ -1211,7 +1329,7 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
         for (i = 0; i < batch->nrcpts; i++) {
             rcpt = &batch->rcpts[i];
 
-            p = ngx_pnalloc(push->request->pool,
+            p = ngx_pnalloc(push->pool,
                             rcpt->ndevices * (NGX_HTTP_TIMPUSH_TOKEN_MAX + 2));
             if (p == NULL) {
                 return;
@@ -1272,7 +1390,7 @@ ngx_http_timpush_push_marked(void *data, redisReply *reply, ngx_int_t rc)
     if (rc != NGX_OK) {
         /* the leases end the marks "being sent": a push then sends again */
 
-        ngx_log_error(NGX_LOG_WARN, push->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, push->log, 0,
                       "timpush: msg_id \"%V\": the outcome of its devices "
                       "could not be kept (%s): a push of it again skips "
                       "them until its deadline has passed, and sends them "
@@ -1321,6 +1439,11 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
 
     push->answered = 1;
 
+    if (push->request == NULL) {
+        ngx_http_timpush_push_finish(push);
+        return;
+    }
+
     r = push->request;
     c = r->connection;
 
@@ -1329,6 +1452,136 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
     /* the request may be freed in there */
     ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A push without a request is over: the entries of users (not read, no
+ * devices, every device a duplicate) and of devices not sent (skipped,
+ * refused here) go to the hooks; those sent went as they were answered.
+ */
+
+static void
+ngx_http_timpush_push_finish(ngx_http_timpush_push_t *push)
+{
+    ngx_uint_t                        i, j;
+    ngx_http_timpush_recipient_t     *rcpt;
+    ngx_http_timpush_device_note_t   *dn;
+    ngx_http_timpush_push_hooks_t    *hooks;
+
+    hooks = push->hooks;
+
+    if (hooks == NULL) {
+        return;
+    }
+
+    ngx_http_timpush_metric_push_duration(ngx_current_msec - push->start);
+
+    for (i = 0; i < push->nrcpts; i++) {
+        rcpt = &push->rcpts[i];
+
+        if (rcpt->error || rcpt->ndevices == 0
+            || ngx_http_timpush_push_all_duplicate(rcpt))
+        {
+            ngx_http_timpush_push_emit(push, rcpt, NULL);
+            continue;
+        }
+
+        for (j = 0; j < rcpt->ndevices; j++) {
+            dn = &rcpt->devices[j];
+
+            if (!dn->emitted) {
+                ngx_http_timpush_push_emit(push, rcpt, dn);
+            }
+        }
+    }
+
+    push->hooks = NULL;
+    hooks->finished(hooks->ctx, NGX_OK);
+}
+
+
+/*
+ * One entry, to the hooks (async.c) and, a token removed or a failure
+ * that is final, to the feedback stream: a device's, or (dn NULL) the
+ * user's own.  A synchronous push's failures are all final.
+ */
+
+static void
+ngx_http_timpush_push_emit(ngx_http_timpush_push_t *push,
+    ngx_http_timpush_recipient_t *rcpt, ngx_http_timpush_device_note_t *dn)
+{
+    u_char                         *p, *buf;
+    ngx_http_timpush_push_entry_t   e;
+
+    ngx_memzero(&e, sizeof(ngx_http_timpush_push_entry_t));
+
+    e.rcpt = rcpt - push->rcpts;
+    e.user = rcpt->user;
+
+    if (dn == NULL) {
+        e.kind = rcpt->error ? NGX_HTTP_TIMPUSH_ENTRY_FAILED
+                             : NGX_HTTP_TIMPUSH_ENTRY_SKIPPED;
+
+        /* a user not read is read again by the next try */
+        e.transient = (rcpt->error != NULL);
+        e.first = (rcpt->error == NULL && rcpt->ndevices);
+
+    } else {
+        dn->emitted = 1;
+
+        e.token = dn->note.token;
+        e.business_id = dn->business_id;
+        e.env = dn->note.cred ? dn->note.cred->env : 0;
+        e.status = dn->note.status;
+        e.reason = dn->note.reason;
+        e.kind = ngx_http_timpush_push_kind(dn);
+        e.first = dn->duplicate;
+        e.removed = dn->removed;
+
+        if (e.kind == NGX_HTTP_TIMPUSH_ENTRY_FAILED && !dn->unknown) {
+            e.transient = (e.status == 0 || e.status == 429
+                           || e.status == 500 || e.status == 502
+                           || e.status == 503 || e.status == 504);
+        }
+
+        if (dn->unknown) {
+            ngx_str_set(&e.reason, "unknown_business_id");
+        }
+    }
+
+    if (e.removed
+        || (e.kind == NGX_HTTP_TIMPUSH_ENTRY_FAILED && dn
+            && (push->hooks == NULL || !e.transient)))
+    {
+        ngx_http_timpush_feedback(&e);
+    }
+
+    if (push->hooks == NULL) {
+        return;
+    }
+
+    buf = ngx_pnalloc(push->pool, ngx_http_timpush_push_result_size(rcpt, dn));
+    if (buf == NULL) {
+        return;
+    }
+
+    if (dn == NULL) {
+        p = ngx_cpymem(buf, "{\"user_id\":\"", sizeof("{\"user_id\":\"") - 1);
+        p = ngx_http_timpush_json_escape(p, &rcpt->user);
+        p = ngx_sprintf(p, "\",\"%s\":\"%s\"}",
+                        rcpt->error ? "error" : "skipped",
+                        rcpt->error ? rcpt->error
+                        : rcpt->ndevices ? "duplicate" : "no_devices");
+
+    } else {
+        p = ngx_http_timpush_push_result(push, buf, dn) - 1;   /* no comma */
+    }
+
+    e.json.data = buf;
+    e.json.len = p - buf;
+
+    push->hooks->entry(push->hooks->ctx, &e);
 }
 
 
@@ -1385,6 +1638,12 @@ ngx_http_timpush_push_answer(ngx_http_timpush_push_t *push)
 
         for (j = 0; j < rcpt->ndevices; j++) {
             dn = &rcpt->devices[j];
+
+            if (!dn->emitted) {
+                /* refused here, or skipped: the feedback, if it fails */
+                ngx_http_timpush_push_emit(push, rcpt, dn);
+            }
+
             counts[ngx_http_timpush_push_kind(dn)]++;
             skipped[0] += dn->foreground;
             skipped[2] += dn->duplicate;

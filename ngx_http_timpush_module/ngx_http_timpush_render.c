@@ -117,7 +117,7 @@ static ngx_str_t  ngx_http_timpush_root_keys[] = {
     ngx_string("to"), ngx_string("from"), ngx_string("group"),
     ngx_string("elems"), ngx_string("offline_push"), ngx_string("priority"),
     ngx_string("expiration"), ngx_string("online_user_only"),
-    ngx_string("msg_id"), ngx_null_string
+    ngx_string("msg_id"), ngx_string("async"), ngx_null_string
 };
 
 
@@ -614,6 +614,7 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
 {
     u_char                   *p, *last;
     int64_t                   e;
+    ngx_uint_t                async;
     ngx_http_timpush_json_t  *v;
 
     v = ngx_http_timpush_body_get(root, "priority");
@@ -694,6 +695,16 @@ ngx_http_timpush_parse_options(ngx_http_timpush_json_t *root,
 
         msg->msg_id = v->str;
     }
+
+    /* DESIGN §14: queued in Redis, answered 202 */
+
+    if (ngx_http_timpush_body_bool(root, "", "async", &async, err)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    msg->async = async;
 
     return ngx_http_timpush_body_bool(root, "", "online_user_only",
                                       online_only, err);

@@ -74,6 +74,7 @@ typedef struct {
     unsigned        content_available:1;
     unsigned        voip:1;
     unsigned        background:1;  /* aps holds content-available only */
+    unsigned        async:1;       /* "async": true (DESIGN §14) */
 } ngx_http_timpush_message_t;
 
 

@@ -30,6 +30,7 @@
 
 struct ngx_http_timpush_store_cmd_s {
     ngx_event_t                          deadline;
+    struct ngx_http_timpush_store_s     *st;
     ngx_http_timpush_store_handler_pt    handler;
     void                                *data;
     ngx_msec_t                           sent;
@@ -41,7 +42,7 @@ struct ngx_http_timpush_store_cmd_s {
 };
 
 
-typedef struct {
+typedef struct ngx_http_timpush_store_s {
     redisAsyncContext                   *ac;
     ngx_connection_t                    *conn;
     ngx_http_timpush_redis_conf_t       *conf;
@@ -52,6 +53,7 @@ typedef struct {
     ngx_uint_t                           pending;
     ngx_uint_t                           exiting;
     ngx_uint_t                           auth_failed;
+    ngx_uint_t                           blocking;  /* the async reader's */
     u_char                               sha[NGX_HTTP_TIMPUSH_SCRIPT_LAST]
                                              [SHA_DIGEST_LENGTH * 2];
 } ngx_http_timpush_store_t;
@@ -87,9 +89,21 @@ static void ngx_http_timpush_store_free_cmd(
     ngx_http_timpush_store_cmd_t *cmd);
 static ngx_int_t ngx_http_timpush_store_make_key(ngx_pool_t *pool,
     u_char kind, ngx_str_t *name, ngx_str_t *key);
+static ngx_http_timpush_store_t *ngx_http_timpush_store_make(
+    ngx_cycle_t *cycle, ngx_http_timpush_main_conf_t *tmcf,
+    ngx_uint_t blocking);
+static void ngx_http_timpush_store_close(ngx_http_timpush_store_t *st);
+static void ngx_http_timpush_store_up(ngx_http_timpush_store_t *st,
+    ngx_uint_t up);
+static void ngx_http_timpush_store_error(ngx_http_timpush_store_t *st,
+    const char *kind);
+static ngx_int_t ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
+    ngx_http_timpush_store_cmd_t **cmdp);
 
 
 static ngx_http_timpush_store_t  *ngx_http_timpush_store;
+static ngx_http_timpush_store_t  *ngx_http_timpush_store_blocking;
 
 
 /*
@@ -295,6 +309,78 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "return 1\n"),
 
     /*
+     * Durable asynchronous pushes (async.c, DESIGN §14): the stream
+     * "<prefix>:pushes", group "timpush"; each push's state and results
+     * in "<prefix>:p:{<id>}" (state, created, done, and one field per
+     * entry: "u:<n>" a user's, "d:<n>:<token>" a device's, n its place in
+     * "to"; the value its kind, s, f or k, then the entry's JSON).
+     *
+     * ENQUEUE body now_ms p_prefix -> the push's id
+     */
+    ngx_string(
+    "local id = redis.call('XADD', KEYS[1], '*', 'body', ARGV[1],\n"
+    "                      'at', ARGV[2])\n"
+    "local k = ARGV[3] .. id .. '}'\n"
+    "redis.call('HSETNX', k, 'state', 'queued')\n"
+    "redis.call('HSETNX', k, 'created', ARGV[2])\n"
+    "return id\n"),
+
+    /* GROUP: the consumer group, made once (from the stream's start) */
+    ngx_string(
+    "redis.pcall('XGROUP', 'CREATE', KEYS[1], 'timpush', '0', 'MKSTREAM')\n"
+    "return 1\n"),
+
+    /* RECORD (field value mode)... : mode "n" keeps an entry already there */
+    ngx_string(
+    "local k = KEYS[1]\n"
+    "if redis.call('HGET', k, 'state') ~= 'done' then\n"
+    "  redis.call('HSET', k, 'state', 'running')\n"
+    "end\n"
+    "for i = 1, #ARGV, 3 do\n"
+    "  if ARGV[i + 2] == 'n' then\n"
+    "    redis.call('HSETNX', k, ARGV[i], ARGV[i + 1])\n"
+    "  else\n"
+    "    redis.call('HSET', k, ARGV[i], ARGV[i + 1])\n"
+    "  end\n"
+    "end\n"
+    "return 1\n"),
+
+    /* FINISH id keep_ms now_ms: done, kept keep_ms, out of the stream */
+    ngx_string(
+    "redis.call('HSET', KEYS[1], 'state', 'done', 'done', ARGV[3])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "redis.call('XACK', KEYS[2], 'timpush', ARGV[1])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "return 1\n"),
+
+    /* FETCH id -> the push's hash; {state, queued} if only in the stream */
+    ngx_string(
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  return redis.call('HGETALL', KEYS[1])\n"
+    "end\n"
+    "local r = redis.pcall('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
+    "if type(r) == 'table' and not r.err and r[1] then\n"
+    "  return {'state', 'queued'}\n"
+    "end\n"
+    "return false\n"),
+
+    /* AUTOCLAIM consumer min_idle_ms -> XAUTOCLAIM's reply (one entry) */
+    ngx_string(
+    "return redis.call('XAUTOCLAIM', KEYS[1], 'timpush', ARGV[1], ARGV[2],\n"
+    "                  '0-0', 'COUNT', 1)\n"),
+
+    /* TOUCH consumer id: still ours (its idle time starts again) */
+    ngx_string(
+    "redis.call('XCLAIM', KEYS[1], 'timpush', ARGV[1], 0, ARGV[2],\n"
+    "           'JUSTID')\n"
+    "return 1\n"),
+
+    /* FEEDBACK field value...: appended, the stream capped */
+    ngx_string(
+    "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*',\n"
+    "                  unpack(ARGV))\n"),
+
+    /*
      * The reverse index "<prefix>:t:{<token>}" (DESIGN §12): the user that
      * holds the token, then, one per line, users that may still hold it
      * in their hash and are to be cleaned (a registration cut short).
@@ -393,18 +479,43 @@ ngx_int_t
 ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
     ngx_http_timpush_main_conf_t *tmcf)
 {
+    ngx_http_timpush_store = ngx_http_timpush_store_make(cycle, tmcf, 0);
+
+    if (ngx_http_timpush_store == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the async reader's blocking XREADGROUP: a connection of its own */
+
+    if (tmcf->async) {
+        ngx_http_timpush_store_blocking = ngx_http_timpush_store_make(cycle,
+                                                                     tmcf, 1);
+        if (ngx_http_timpush_store_blocking == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_timpush_store_t *
+ngx_http_timpush_store_make(ngx_cycle_t *cycle,
+    ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t blocking)
+{
     ngx_uint_t                 i;
     u_char                     digest[SHA_DIGEST_LENGTH];
     ngx_http_timpush_store_t  *st;
 
     st = ngx_pcalloc(cycle->pool, sizeof(ngx_http_timpush_store_t));
     if (st == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     st->conf = &tmcf->redis;
     st->log = cycle->log;
     st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
+    st->blocking = blocking;
 
     for (i = 0; i < NGX_HTTP_TIMPUSH_SCRIPT_LAST; i++) {
         SHA1(ngx_http_timpush_scripts[i].data,
@@ -417,20 +528,26 @@ ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
     st->reconnect.log = cycle->log;
     st->reconnect.cancelable = 1;
 
-    ngx_http_timpush_store = st;
-
     ngx_http_timpush_store_connect(st);
 
-    return NGX_OK;
+    return st;
 }
 
 
 void
 ngx_http_timpush_store_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_timpush_store_t  *st;
+    ngx_http_timpush_store_close(ngx_http_timpush_store_blocking);
+    ngx_http_timpush_store_blocking = NULL;
 
-    st = ngx_http_timpush_store;
+    ngx_http_timpush_store_close(ngx_http_timpush_store);
+    ngx_http_timpush_store = NULL;
+}
+
+
+static void
+ngx_http_timpush_store_close(ngx_http_timpush_store_t *st)
+{
     if (st == NULL) {
         return;
     }
@@ -446,8 +563,26 @@ ngx_http_timpush_store_exit_process(ngx_cycle_t *cycle)
         redisAsyncFree(st->ac);
         st->ac = NULL;
     }
+}
 
-    ngx_http_timpush_store = NULL;
+
+/* Redis as the metrics see it: the main connection's */
+
+static void
+ngx_http_timpush_store_up(ngx_http_timpush_store_t *st, ngx_uint_t up)
+{
+    if (!st->blocking) {
+        ngx_http_timpush_metric_redis_up(up);
+    }
+}
+
+
+static void
+ngx_http_timpush_store_error(ngx_http_timpush_store_t *st, const char *kind)
+{
+    if (!st->blocking) {
+        ngx_http_timpush_metric_redis_error(kind);
+    }
 }
 
 
@@ -477,7 +612,7 @@ ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st)
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: connect failed: %s",
                       &rc->name, ac->errstr);
-        ngx_http_timpush_metric_redis_error("connect");
+        ngx_http_timpush_store_error(st, "connect");
         redisAsyncFree(ac);
         ngx_http_timpush_store_schedule(st);
         return;
@@ -589,12 +724,12 @@ ngx_http_timpush_store_auth_reply(redisAsyncContext *ac, void *r,
 
     if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
         st->auth_failed = 0;
-        ngx_http_timpush_metric_redis_up(reply != NULL);
+        ngx_http_timpush_store_up(st, reply != NULL);
         return;
     }
 
-    ngx_http_timpush_metric_redis_error("auth");
-    ngx_http_timpush_metric_redis_up(0);
+    ngx_http_timpush_store_error(st, "auth");
+    ngx_http_timpush_store_up(st, 0);
 
     ngx_log_error(NGX_LOG_ERR, st->log, 0,
                   "timpush: Redis %V: AUTH%s%V refused: %*s",
@@ -643,7 +778,7 @@ ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: connect failed: %s",
                       &st->conf->name, ac->errstr);
-        ngx_http_timpush_metric_redis_error("connect");
+        ngx_http_timpush_store_error(st, "connect");
 
         /* hiredis frees the context after this callback */
         st->ac = NULL;
@@ -661,7 +796,7 @@ ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
 
     /* with a password, up once AUTH is answered */
     if (st->conf->password.len == 0) {
-        ngx_http_timpush_metric_redis_up(1);
+        ngx_http_timpush_store_up(st, 1);
     }
 }
 
@@ -676,10 +811,10 @@ ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: connection lost: %s",
                       &st->conf->name, ac->errstr ? ac->errstr : "closed");
-        ngx_http_timpush_metric_redis_error("connect");
+        ngx_http_timpush_store_error(st, "connect");
     }
 
-    ngx_http_timpush_metric_redis_up(0);
+    ngx_http_timpush_store_up(st, 0);
 
     st->ac = NULL;
     ngx_http_timpush_store_schedule(st);
@@ -825,6 +960,44 @@ ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *user,
 }
 
 
+/* a key of its own: "<prefix>:<name>" ("pushes", "feedback", "p:{") */
+
+ngx_int_t
+ngx_http_timpush_store_plain_key(ngx_pool_t *pool, const char *name,
+    ngx_str_t *key)
+{
+    size_t                     len;
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(name);
+
+    key->len = st->conf->prefix.len + 1 + len;
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(key->data, "%V:%s", &st->conf->prefix, name);
+
+    return NGX_OK;
+}
+
+
+/* an async push's state and results: "<prefix>:p:{<id>}" */
+
+ngx_int_t
+ngx_http_timpush_store_push_key(ngx_pool_t *pool, ngx_str_t *id,
+    ngx_str_t *key)
+{
+    return ngx_http_timpush_store_make_key(pool, 'p', id, key);
+}
+
+
 static ngx_int_t
 ngx_http_timpush_store_make_key(ngx_pool_t *pool, u_char kind,
     ngx_str_t *name, ngx_str_t *key)
@@ -928,6 +1101,16 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
         *p++ = '\0';
     }
 
+    return ngx_http_timpush_store_queue(st, cmd, st->conf->timeout, cmdp);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
+    ngx_http_timpush_store_cmd_t **cmdp)
+{
+    cmd->st = st;
     cmd->deadline.handler = ngx_http_timpush_store_deadline_handler;
     cmd->deadline.data = cmd;
     cmd->deadline.log = st->log;
@@ -937,7 +1120,7 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
         return NGX_ERROR;
     }
 
-    ngx_add_timer(&cmd->deadline, st->conf->timeout);
+    ngx_add_timer(&cmd->deadline, timeout);
 
     if (cmdp) {
         *cmdp = cmd;
@@ -947,13 +1130,78 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
 }
 
 
+/*
+ * A command as given, not a script (XREADGROUP ... BLOCK, which a script
+ * cannot do): on the async reader's own connection when "blocking", with
+ * its own deadline.  As ngx_http_timpush_store_run() otherwise.
+ */
+
+ngx_int_t
+ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
+    ngx_uint_t argc, ngx_msec_t timeout,
+    ngx_http_timpush_store_handler_pt handler, void *data,
+    ngx_http_timpush_store_cmd_t **cmdp)
+{
+    u_char                        *p;
+    size_t                         size;
+    ngx_uint_t                     i;
+    ngx_http_timpush_store_t      *st;
+    ngx_http_timpush_store_cmd_t  *cmd;
+
+    st = blocking ? ngx_http_timpush_store_blocking : ngx_http_timpush_store;
+
+    if (st == NULL || st->ac == NULL || st->auth_failed) {
+        return NGX_DECLINED;
+    }
+
+    if (st->pending >= st->conf->max_pending) {
+        return NGX_BUSY;
+    }
+
+    size = sizeof(ngx_http_timpush_store_cmd_t)
+           + argc * (sizeof(char *) + sizeof(size_t));
+
+    for (i = 0; i < argc; i++) {
+        size += argv[i].len + 1;
+    }
+
+    cmd = ngx_alloc(size, st->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_timpush_store_cmd_t));
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->script = NGX_HTTP_TIMPUSH_SCRIPT_LAST;    /* none */
+    cmd->argc = argc;
+    cmd->argv = (const char **) (cmd + 1);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+
+    p = (u_char *) (cmd->argvlen + argc);
+
+    for (i = 0; i < argc; i++) {
+        cmd->argv[i] = (char *) p;
+        cmd->argvlen[i] = argv[i].len;
+        p = ngx_cpymem(p, argv[i].data, argv[i].len);
+        *p++ = '\0';
+    }
+
+    return ngx_http_timpush_store_queue(st, cmd, timeout, cmdp);
+}
+
+
 static ngx_int_t
 ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_uint_t eval)
 {
     ngx_str_t  *script;
 
-    if (eval) {
+    if (cmd->script == NGX_HTTP_TIMPUSH_SCRIPT_LAST) {
+        /* a command of its own */
+
+    } else if (eval) {
         script = &ngx_http_timpush_scripts[cmd->script];
         cmd->argv[0] = "EVAL";
         cmd->argvlen[0] = 4;
@@ -989,7 +1237,7 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     ngx_http_timpush_store_t  *st;
 
-    st = ngx_http_timpush_store;
+    st = cmd->st;
     st->pending--;
 
     if (reply == NULL || st->exiting) {
@@ -1022,7 +1270,7 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
             ngx_log_error(NGX_LOG_ERR, st->log, 0,
                           "timpush: Redis %V: %*s", &st->conf->name,
                           (size_t) reply->len, reply->str);
-            ngx_http_timpush_metric_redis_error("reply");
+            ngx_http_timpush_store_error(st, "reply");
         }
 
         ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
@@ -1049,12 +1297,13 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
     redisAsyncContext         *ac;
     ngx_http_timpush_store_t  *st;
 
-    st = ngx_http_timpush_store;
+    st = cmd->st;
 
     ngx_log_error(NGX_LOG_ERR, st->log, 0,
                   "timpush: Redis %V: no reply within %M ms",
-                  &st->conf->name, st->conf->timeout);
-    ngx_http_timpush_metric_redis_error("timeout");
+                  &st->conf->name,
+                  ngx_current_msec - cmd->sent);
+    ngx_http_timpush_store_error(st, "timeout");
 
     ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
 
@@ -1073,7 +1322,7 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
 
         if (st->ac == ac) {
             st->ac = NULL;
-            ngx_http_timpush_metric_redis_up(0);
+            ngx_http_timpush_store_up(st, 0);
             ngx_http_timpush_store_schedule(st);
         }
     }
