@@ -239,47 +239,6 @@ ngx_http_timpush_message_parse(ngx_pool_t *pool, u_char *data, size_t len,
 }
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 /* the schema of a push body: what the parse functions below read */
 
 static ngx_uint_t
