@@ -707,7 +707,6 @@ ngx_http_timpush_apns_submit(ngx_http_timpush_apns_conn_t *hc,
 }
 
 
-
 static ssize_t
 ngx_http_timpush_apns_read_payload(nghttp2_session *session,
     int32_t stream_id, uint8_t *buf, size_t length, uint32_t *flags,
@@ -740,7 +739,6 @@ ngx_http_timpush_apns_read_payload(nghttp2_session *session,
 
     return copied;
 }
-
 
 
 /* a stream is over (apns_conn.c): its outcome, from a posted event */
