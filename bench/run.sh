@@ -231,6 +231,7 @@ timpush_conf() {            # timpush_conf <name> <connections>
     timpush_apns_trusted_certificate $certs/ca.crt;
     timpush_apns_connections $2;
     timpush_apns_timeout ${TP_TIMEOUT:-30s};
+    ${TP_EXTRA:-}
 
     server {
         listen 127.0.0.1:$API;
@@ -646,6 +647,45 @@ for i in $(seq "$RUNS"); do
 done
 
 
+# ---- async: 202, then done ------------------------------------------------
+
+# The same fan-out with "async": true, to a gateway consuming its own
+# stream: how long the 202 takes, and how long until GET /v1/pushes/{id}
+# says done (polled every 10 ms), beside the synchronous fan-out's time.
+declare -a as_202 as_done as_sync
+TP_EXTRA='timpush_async on; timpush_async_claim 60s;' start_timpush 2
+fanout check                    # warm-up: connections made
+sed 's/^{/{"async":true,/' "$work/fanout-body.json" > "$work/fanout-async.json"
+log "async fan-out vs the synchronous one: $RUNS rounds"
+for i in $(seq "$RUNS"); do
+    fanout
+    [ "$FO_SENT" = "$USERS" ] || die "fan-out: sent $FO_SENT of $USERS"
+    as_sync+=("$(awk -v t="$FO_SECS" 'BEGIN { print t * 1000 }')")
+    t0=$(date +%s%N)
+    a202=$(curl -sS -o "$work/async.json" -w '%{time_total}' -H 'Expect:' \
+               --data-binary @"$work/fanout-async.json" \
+               "http://127.0.0.1:$API/v1/push")
+    id=$(grep -o '"push_id":"[0-9-]*"' "$work/async.json" | cut -d'"' -f4)
+    [ -n "$id" ] || die "async push: $(head -c 300 "$work/async.json")"
+    while :; do
+        curl -sS -o "$work/async-state.json" \
+            "http://127.0.0.1:$API/v1/pushes/$id"
+        grep -q '"state":"done"' "$work/async-state.json" && break
+        (( ($(date +%s%N) - t0) / 1000000 < 120000 )) \
+            || die "async push $id not done in 120 s"
+        sleep 0.01
+    done
+    t1=$(date +%s%N)
+    sent=$(grep -o '"sent":[0-9]*' "$work/async-state.json" | head -1 | cut -d: -f2)
+    [ "$sent" = "$USERS" ] || die "async push $id: sent $sent of $USERS"
+    log_clear
+    as_202+=("$(awk -v t="$a202" 'BEGIN { print t * 1000 }')")
+    as_done+=("$(( (t1 - t0) / 1000000 ))")
+    log "round $i: sync ${as_sync[-1]} ms; async: 202 in ${as_202[-1]} ms, done in ${as_done[-1]} ms"
+done
+start_timpush 2
+
+
 # ---- 1000 concurrent streams ----------------------------------------------
 
 # nginx 1.22 leaks closed-stream nodes when more than ~223 streams close at
@@ -781,6 +821,7 @@ FO1000=$(med "${fo1000[@]}"); H2ON1000=$(med "${h2on1000[@]}")
 R_H21000=$(ratio "$FO1000" "$H2ON1000"); P_H21000=$(med "${pr_h21000[@]}")
 R_FLAP=$(ratio "$FLAP" "$FLAP_STEADY")
 FOP=$(med "${fo_plain[@]}"); FOM=$(med "${fo_msg[@]}")
+AS202=$(med "${as_202[@]}"); ASDONE=$(med "${as_done[@]}"); ASSYNC=$(med "${as_sync[@]}")
 R_MSG=$(ratio "$FOM" "$FOP"); P_MSG=$(med "${pr_msg[@]}")
 PEER=$(med "${peer[@]}");   PEERT=$(med "${peer_total[@]}")
 PEER_OK=$(med "${peer_ok[@]}"); PEER_LOST=$(med "${peer_lost[@]}")
@@ -835,6 +876,7 @@ cat <<EOF
 | timpush fan-out, \`timpush_apns_connections 2\` (one POST /v1/push to $USERS users) | $(fmt "$FO2") notif/s | **$R_H2 × h2load** (target ≥ 0.7: $V_H2); median of the per-round ratios $P_H2 |
 | timpush fan-out, \`timpush_apns_connections 1\` | $(fmt "$FO1") notif/s | $R_H21 × h2load measured in the same rounds ($(fmt "$H2ON1")/s); median of the per-round ratios $P_H21 |
 | timpush fan-out **with a \`msg_id\`** (a new one each time: every device claimed, then marked) | $(fmt "$FOM") notif/s | **$P_MSG × the same fan-out without** (median of the per-round ratios; target ≥ 0.9: $V_MSG); medians $(fmt "$FOM") vs $(fmt "$FOP")/s; the same \`msg_id\` again: 0 sent, every recipient \`duplicate\` |
+| timpush fan-out **async** (\`"async": true\`, the gateway consuming its own stream) | 202 in $(fmt "$AS202" 1) ms | done (GET /v1/pushes/{id}) in $(fmt "$ASDONE") ms, the synchronous fan-out in the same rounds $(fmt "$ASSYNC") ms |
 | timpush fan-out to a simulator allowing **1000 streams** (\`http2_max_concurrent_streams 1000\`) | $(fmt "$FO1000") notif/s | $R_H21000 × h2load with 1000 streams ($(fmt "$H2ON1000")/s); median of the per-round ratios $P_H21000 |
 | timpush fan-out to a peer that **flaps SETTINGS** (MAX_CONCURRENT_STREAMS 1 after each 410, 1000 after each 200; 5% of $USERS unregistered), Timpush::H2Peer | $(fmt "$FLAP") notif/s | **$R_FLAP × the same peer steady** ($(fmt "$FLAP_STEADY")/s); the peer, in Perl, is the limit of both |
 | @parse/node-apn → simulator, confirmed (200 seen by the app) / wall time | $(fmt "$PEER") notif/s | timpush = **$R_PEER ×** node-apn (target ≥ 3: $V_PEER); median of the per-round ratios $P_PEER |
@@ -857,6 +899,7 @@ All runs:
 - h2load, log off: ${h2off[*]}
 - timpush fan-out, 2 connections: ${fo2[*]}; per-round ratio to h2load: ${pr_h2[*]}
 - timpush fan-out, 1 connection: ${fo1[*]} (h2load in the same rounds: ${h2on1[*]})
+- async fan-out, 202 ms: ${as_202[*]}; done ms: ${as_done[*]}; sync ms, same rounds: ${as_sync[*]}
 - timpush fan-out with a msg_id: ${fo_msg[*]}; without, same rounds: ${fo_plain[*]}; per-round ratio: ${pr_msg[*]}
 - timpush fan-out, 1000 streams: ${fo1000[*]} (h2load, 1000 streams, same rounds: ${h2on1000[*]})
 - flapping and steady peer, each round: $FLAP_ROUNDS
