@@ -88,6 +88,10 @@ struct ngx_http_timpush_async_push_s {
 };
 
 
+static ngx_int_t ngx_http_timpush_async_run(ngx_http_request_t *r,
+    ngx_http_timpush_script_e script, ngx_str_t *keys, ngx_uint_t nkeys,
+    ngx_str_t *args, ngx_uint_t nargs,
+    ngx_http_timpush_store_handler_pt handler, void *data);
 static void ngx_http_timpush_async_enqueued(void *data, redisReply *reply,
     ngx_int_t rc);
 static void ngx_http_timpush_async_fetched(void *data, redisReply *reply,
@@ -141,7 +145,6 @@ ngx_http_timpush_async_enqueue(ngx_http_request_t *r, u_char *data,
     size_t len)
 {
     u_char      *p;
-    ngx_int_t    rc;
     ngx_str_t    key, args[3];
     ngx_time_t  *tp;
 
@@ -165,11 +168,24 @@ ngx_http_timpush_async_enqueue(ngx_http_request_t *r, u_char *data,
     args[1].len = ngx_sprintf(p, "%L", (int64_t) tp->sec * 1000 + tp->msec)
                   - p;
 
-    /* the request's: forgotten if the request goes away (api.c) */
+    return ngx_http_timpush_async_run(r, NGX_HTTP_TIMPUSH_SCRIPT_ENQUEUE,
+                                      &key, 1, args, 3,
+                                      ngx_http_timpush_async_enqueued, r);
+}
 
-    rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_ENQUEUE, &key, 1,
-                                    args, 3, ngx_http_timpush_async_enqueued,
-                                    r, ngx_http_timpush_api_cmd(r));
+
+/* a script for a request: forgotten if the request goes away (api.c) */
+
+static ngx_int_t
+ngx_http_timpush_async_run(ngx_http_request_t *r,
+    ngx_http_timpush_script_e script, ngx_str_t *keys, ngx_uint_t nkeys,
+    ngx_str_t *args, ngx_uint_t nargs,
+    ngx_http_timpush_store_handler_pt handler, void *data)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_timpush_store_run(script, keys, nkeys, args, nargs, handler,
+                                    data, ngx_http_timpush_api_cmd(r));
     if (rc != NGX_OK) {
         *ngx_http_timpush_api_cmd(r) = NULL;
         return ngx_http_timpush_api_store_error(r, rc);
@@ -242,7 +258,6 @@ ngx_int_t
 ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id)
 {
     u_char                        *p, *last;
-    ngx_int_t                      rc;
     ngx_str_t                      keys[2];
     ngx_uint_t                     dash;
     ngx_http_timpush_async_get_t  *get;
@@ -283,15 +298,9 @@ ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id)
         return ngx_http_timpush_api_store_error(r, NGX_DECLINED);
     }
 
-    rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_FETCH, keys, 2,
-                                    id, 1, ngx_http_timpush_async_fetched,
-                                    get, ngx_http_timpush_api_cmd(r));
-    if (rc != NGX_OK) {
-        *ngx_http_timpush_api_cmd(r) = NULL;
-        return ngx_http_timpush_api_store_error(r, rc);
-    }
-
-    return NGX_DONE;
+    return ngx_http_timpush_async_run(r, NGX_HTTP_TIMPUSH_SCRIPT_FETCH, keys,
+                                      2, id, 1,
+                                      ngx_http_timpush_async_fetched, get);
 }
 
 
