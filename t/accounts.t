@@ -288,6 +288,13 @@ my $now = int(Time::HiRes::time() * 1000) - 1000;
 ::redis_cmd('HSET', "$p:u:{a8}", "t:$t", 1001, "r:$t", $now, "b:$t", 0);
 ::redis_cmd('SET', "$p:t:{$t}", "b8\na8");
 Test::More::is(::tokens_of('a8'), $t, 'a8 holds it again (the cut-short state)');
+# a8 removing the token it still has does not touch b8's hold on it
+my ($status, $res) = Timpush::Push::call('DELETE', "/v1/users/a8/devices/$t");
+Test::More::is($res->{removed}, JSON::PP::true, 'a8 unsets it');
+Test::More::like(::index_of($t), qr/^b8(\n|$)/, 'the index still names b8');
+Test::More::is(::tokens_of('b8'), $t, 'b8 still holds it');
+::redis_cmd('HSET', "$p:u:{a8}", "t:$t", 1001, "r:$t", $now, "b:$t", 0);
+::redis_cmd('SET', "$p:t:{$t}", "b8\na8");
 my $r = Timpush::Push::register('c8', $t, 1001);
 Test::More::is(::tokens_of('a8') . '|' . ::tokens_of('b8'), '|', 'a8 and b8 are both cleaned');
 Test::More::like($r->{moved_from}, qr/^[ab]8$/, 'moved_from names one of them');

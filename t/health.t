@@ -202,6 +202,7 @@ location /v1/ {
 my $t = 'c0ffee' . ('00' x 27) . '0001';
 my $dead = 'dead' . ('00' x 28);
 Timpush::Push::register('al%20ice', $t, 1001);
+Timpush::Push::register('al%20ice', 'c0ffee' . ('00' x 27) . '0002', 2001);
 Timpush::Push::register('bob', $dead, 1001);
 Timpush::Push::push_message({ to => ['al ice', 'bob', 'zed'], msg_id => 'm-7',
                               elems => [{ type => 'text', text => 'x' }] });
@@ -211,8 +212,9 @@ Time::HiRes::sleep(0.2);
 my $log = Timpush::Push::slurp(::server_root() . '/logs/timpush.log');
 Test::More::is($log, <<"LOG", 'the access log');
 PUT u=al ice tok=c0ffee...0001 r=- s=- f=- k=- m=-
+PUT u=al ice tok=c0ffee...0002 r=- s=- f=- k=- m=-
 PUT u=bob tok=dead00...0000 r=- s=- f=- k=- m=-
-POST u=- tok=- r=3 s=1 f=1 k=1 m=m-7
+POST u=- tok=- r=3 s=2 f=1 k=1 m=m-7
 POST u=bob tok=c0ffee...0001 r=- s=- f=- k=- m=-
 PUT u=x tok=- r=- s=- f=- k=- m=-
 LOG
