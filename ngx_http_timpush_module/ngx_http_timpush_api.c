@@ -1721,6 +1721,9 @@ ngx_http_timpush_api_header_filter(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
+        /* nginx answered before the API saw the request: no endpoint */
+        ctx->op = NGX_HTTP_TIMPUSH_OP_NONE;
+
         ngx_http_set_ctx(r, ctx, ngx_http_timpush_module);
     }
 

@@ -1050,6 +1050,7 @@ ngx_http_timpush_apns_detach(ngx_http_timpush_apns_note_t *note)
     case NGX_HTTP_TIMPUSH_NOTE_WAITING:
         ngx_queue_remove(&note->queue);
         ch->nwaiting--;
+        ngx_http_timpush_apns_gauges(ch);
         break;
 
     case NGX_HTTP_TIMPUSH_NOTE_BACKOFF:

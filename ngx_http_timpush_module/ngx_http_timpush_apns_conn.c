@@ -845,6 +845,11 @@ ngx_http_timpush_apns_flush(ngx_http_timpush_apns_conn_t *hc)
 static ngx_uint_t
 ngx_http_timpush_apns_over(ngx_http_timpush_apns_conn_t *hc)
 {
+    if (hc->state == NGX_HTTP_TIMPUSH_APNS_DRAINING && hc->streams == 0) {
+        /* a GOAWAY's end: all answered, closed as drained (idle) */
+        return 0;
+    }
+
     if (nghttp2_session_want_read(hc->session)
         || nghttp2_session_want_write(hc->session)
         || hc->out_pos != hc->out_last)

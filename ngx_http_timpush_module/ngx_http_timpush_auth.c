@@ -249,23 +249,24 @@ ngx_http_timpush_credential_expired(ngx_http_timpush_credential_t *cred)
 }
 
 
+/* the certificate's dates as they are written (UTC), not against a clock */
+
 static ngx_int_t
 ngx_http_timpush_credential_validity(ngx_http_timpush_credential_t *cred)
 {
-    int  days, secs;
+    struct tm  tm;
 
-    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notBefore(cred->cert)))
-    {
+    if (!ASN1_TIME_to_tm(X509_get0_notBefore(cred->cert), &tm)) {
         return NGX_ERROR;
     }
 
-    cred->not_before = ngx_time() + (time_t) days * 86400 + secs;
+    cred->not_before = timegm(&tm);
 
-    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cred->cert))) {
+    if (!ASN1_TIME_to_tm(X509_get0_notAfter(cred->cert), &tm)) {
         return NGX_ERROR;
     }
 
-    cred->not_after = ngx_time() + (time_t) days * 86400 + secs;
+    cred->not_after = timegm(&tm);
 
     return NGX_OK;
 }

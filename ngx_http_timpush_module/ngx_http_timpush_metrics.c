@@ -630,10 +630,14 @@ ngx_http_timpush_metric_notification(ngx_http_timpush_credential_t *cred,
     u_char      sbuf[NGX_INT_T_LEN];
     const char  *env;
 
-    if (status >= 100 && status <= 599) {
-        *ngx_sprintf(sbuf, "%ui", status) = '\0';
+    /* the statuses APNs answers, and ours: a bounded set of labels */
 
-    } else {
+    switch (status) {
+    case 200: case 400: case 403: case 404: case 405: case 410: case 413:
+    case 429: case 500: case 502: case 503: case 504:
+        *ngx_sprintf(sbuf, "%ui", status) = '\0';
+        break;
+    default:
         ngx_cpystrn(sbuf, (u_char *) "other", sizeof(sbuf));
     }
 

@@ -31,6 +31,7 @@
 struct ngx_http_timpush_store_cmd_s {
     ngx_event_t                          deadline;
     struct ngx_http_timpush_store_s     *st;
+    ngx_msec_t                           timeout;
     ngx_http_timpush_store_handler_pt    handler;
     void                                *data;
     ngx_msec_t                           sent;
@@ -1111,6 +1112,7 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
     cmd->st = st;
+    cmd->timeout = timeout;
     cmd->deadline.handler = ngx_http_timpush_store_deadline_handler;
     cmd->deadline.data = cmd;
     cmd->deadline.log = st->log;
@@ -1301,8 +1303,7 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_ERR, st->log, 0,
                   "timpush: Redis %V: no reply within %M ms",
-                  &st->conf->name,
-                  ngx_current_msec - cmd->sent);
+                  &st->conf->name, cmd->timeout);
     ngx_http_timpush_store_error(st, "timeout");
 
     ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
