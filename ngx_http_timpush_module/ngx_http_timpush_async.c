@@ -262,7 +262,10 @@ ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id)
     ngx_uint_t                     dash;
     ngx_http_timpush_async_get_t  *get;
 
-    /* a stream id: <ms>-<seq>, digits */
+    /*
+     * a stream id: <ms>-<seq>, digits, as Redis writes them: no leading
+     * zero (Redis reads "01-0" as "1-0", which is another push's id)
+     */
 
     dash = 0;
     last = id->data + id->len;
@@ -274,6 +277,12 @@ ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id)
         }
 
         if (*p < '0' || *p > '9') {
+            break;
+        }
+
+        if (*p == '0' && (p == id->data || p[-1] == '-')
+            && p + 1 < last && p[1] != '-')
+        {
             break;
         }
     }
