@@ -1187,16 +1187,23 @@ ngx_http_timpush_async_over(ngx_event_t *ev)
 {
     ngx_http_timpush_async_push_t *ap = ev->data;
 
-    /* the try's memory goes (the records were copied by the store) */
+    ngx_pool_t  *round;
+
+    /*
+     * The try's memory goes (the records were copied by the store), once
+     * next() is over: a give-up there reads the try's failures (their
+     * user, token and reason are in it).  ap may be freed in next().
+     */
 
     ap->push = NULL;
-
-    if (ap->round) {
-        ngx_destroy_pool(ap->round);
-        ap->round = NULL;
-    }
+    round = ap->round;
+    ap->round = NULL;
 
     ngx_http_timpush_async_next(ap);
+
+    if (round) {
+        ngx_destroy_pool(round);
+    }
 }
 
 
