@@ -1228,10 +1228,14 @@ ngx_http_timpush_async_next(ngx_http_timpush_async_push_t *ap)
         return;
     }
 
-    if (ap->transient && ngx_time() < ap->deadline) {
-        delay = 1000 << ngx_min(ap->tries - 1, 6);
-        delay = ngx_min(delay, 60000);
+    delay = 1000 << ngx_min(ap->tries - 1, 6);
+    delay = ngx_min(delay, 60000);
 
+    /* the next try starts before the deadline, or there is none */
+
+    if (ap->transient
+        && ngx_time() + (time_t) (delay / 1000) < ap->deadline)
+    {
         ngx_log_error(NGX_LOG_INFO, a->log, 0,
                       "timpush async: push %V: %ui notification(s) or "
                       "user(s) to try again in %M ms", &ap->id,
