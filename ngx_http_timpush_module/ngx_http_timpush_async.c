@@ -64,6 +64,12 @@ typedef struct {
 } ngx_http_timpush_async_t;
 
 
+typedef struct ngx_http_timpush_async_write_s {
+    ngx_http_timpush_async_push_t      *ap;
+    ngx_array_t                         records;      /* ngx_str_t triples */
+} ngx_http_timpush_async_write_t;
+
+
 struct ngx_http_timpush_async_push_s {
     ngx_queue_t                         queue;        /* in active */
     ngx_pool_t                         *pool;         /* the push's life */
@@ -79,11 +85,16 @@ struct ngx_http_timpush_async_push_s {
     ngx_event_t                         flush;
     ngx_event_t                         again;        /* the next try */
     ngx_event_t                         over;         /* a try is over */
+    ngx_event_t                         hold;         /* an exiting worker
+                                                         waits for a try */
     ngx_uint_t                          tries;
     ngx_uint_t                          transient;    /* this try's */
     ngx_uint_t                          pending;      /* store commands */
     time_t                              deadline;     /* of retries */
+    ngx_pool_t                         *last;         /* a try's, read by
+                                                         next(): freed after */
     unsigned                            held:1;       /* in active */
+    unsigned                            deciding:1;   /* next() waits */
     unsigned                            finishing:1;
 };
 
@@ -116,6 +127,7 @@ static void ngx_http_timpush_async_try(ngx_event_t *ev);
 static void ngx_http_timpush_async_record(void *ctx,
     ngx_http_timpush_push_entry_t *e);
 static void ngx_http_timpush_async_over(ngx_event_t *ev);
+static void ngx_http_timpush_async_held(ngx_event_t *ev);
 static void ngx_http_timpush_async_give_up(
     ngx_http_timpush_async_push_t *ap);
 static void ngx_http_timpush_async_release(
@@ -125,6 +137,8 @@ static ngx_int_t ngx_http_timpush_async_write(
     ngx_http_timpush_async_push_t *ap);
 static void ngx_http_timpush_async_written(void *data, redisReply *reply,
     ngx_int_t rc);
+static void ngx_http_timpush_async_unwritten(
+    struct ngx_http_timpush_async_write_s *w);
 static void ngx_http_timpush_async_tried(void *ctx, ngx_int_t rc);
 static void ngx_http_timpush_async_next(ngx_http_timpush_async_push_t *ap);
 static void ngx_http_timpush_async_finish(ngx_http_timpush_async_push_t *ap);
@@ -932,6 +946,10 @@ ngx_http_timpush_async_entry(redisReply *entry)
     ap->over.log = a->log;
     ap->over.cancelable = 1;
 
+    ap->hold.handler = ngx_http_timpush_async_held;
+    ap->hold.data = ap;
+    ap->hold.log = a->log;
+
     ngx_queue_insert_tail(&a->active, &ap->queue);
     a->nactive++;
     ap->held = 1;
@@ -961,9 +979,20 @@ ngx_http_timpush_async_try(ngx_event_t *ev)
 
     a = ngx_http_timpush_async;
 
-    if (ngx_http_timpush_async_stopping(a)) {
+    if (ngx_http_timpush_async_stopping(a) && ap->tries) {
+        /* a try again is another consumer's to make */
+        ngx_http_timpush_async_free(ap);
         return;
     }
+
+    /*
+     * A try, even in a worker that exits (it got the push while its read
+     * was out): the worker waits for it (a timer that is not cancelable)
+     * rather than leave it to a claim timpush_async_claim later.
+     */
+
+    ngx_add_timer(&ap->hold, a->tmcf->apns_timeout
+                             + 2 * a->tmcf->redis.timeout + 1000);
 
     ap->tries++;
     ap->transient = 0;
@@ -1023,6 +1052,10 @@ ngx_http_timpush_async_try(ngx_event_t *ev)
 
 again:
 
+    if (ap->hold.timer_set) {
+        ngx_del_timer(&ap->hold);
+    }
+
     if (ap->round) {
         ngx_destroy_pool(ap->round);
         ap->round = NULL;
@@ -1064,7 +1097,9 @@ ngx_http_timpush_async_record(void *ctx, ngx_http_timpush_push_entry_t *e)
         return;
     }
 
-    p = ngx_pnalloc(ap->round, 2 + NGX_INT_T_LEN + 1 + e->token.len);
+    /* the push's memory: kept until Redis has it (a write may fail) */
+
+    p = ngx_pnalloc(ap->pool, 2 + 2 * NGX_INT64_LEN + 2 + e->token.len);
     if (p == NULL) {
         ap->records.nelts -= 3;
         return;
@@ -1073,7 +1108,9 @@ ngx_http_timpush_async_record(void *ctx, ngx_http_timpush_push_entry_t *e)
     r[0].data = p;
 
     if (e->token.len) {
-        p = ngx_sprintf(p, "d:%08ui:%V", e->rcpt, &e->token);
+        /* a user's devices as a synchronous answer has them: oldest first */
+        p = ngx_sprintf(p, "d:%08ui:%013L:%V", e->rcpt, e->registered_at,
+                        &e->token);
 
     } else {
         p = ngx_sprintf(p, "u:%08ui", e->rcpt);
@@ -1081,7 +1118,7 @@ ngx_http_timpush_async_record(void *ctx, ngx_http_timpush_push_entry_t *e)
 
     r[0].len = p - r[0].data;
 
-    p = ngx_pnalloc(ap->round, e->json.len + 1);
+    p = ngx_pnalloc(ap->pool, e->json.len + 1);
     if (p == NULL) {
         ap->records.nelts -= 3;
         return;
@@ -1119,7 +1156,8 @@ ngx_http_timpush_async_flush(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_timpush_async_write(ngx_http_timpush_async_push_t *ap)
 {
-    ngx_int_t  rc;
+    ngx_int_t                       rc;
+    ngx_http_timpush_async_write_t  *w;
 
     if (ap->flush.timer_set) {
         ngx_del_timer(&ap->flush);
@@ -1129,15 +1167,26 @@ ngx_http_timpush_async_write(ngx_http_timpush_async_push_t *ap)
         return NGX_OK;
     }
 
+    w = ngx_palloc(ap->pool, sizeof(ngx_http_timpush_async_write_t));
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->ap = ap;
+    w->records = ap->records;
+
+    if (ngx_array_init(&ap->records, ap->pool, 3 * 16, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        ap->records = w->records;
+        return NGX_ERROR;
+    }
+
     rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_RECORD, &ap->key,
-                                    1, ap->records.elts, ap->records.nelts,
-                                    ngx_http_timpush_async_written, ap, NULL);
-
-    ap->records.nelts = 0;
-
+                                    1, w->records.elts, w->records.nelts,
+                                    ngx_http_timpush_async_written, w, NULL);
     if (rc != NGX_OK) {
-        /* the next try, or the one that claims it, writes them again */
-        ap->transient++;
+        ngx_http_timpush_async_unwritten(w);
         return rc;
     }
 
@@ -1147,11 +1196,33 @@ ngx_http_timpush_async_write(ngx_http_timpush_async_push_t *ap)
 }
 
 
+/* not written: kept for the next write, and tried again (transient) */
+
+static void
+ngx_http_timpush_async_unwritten(ngx_http_timpush_async_write_t *w)
+{
+    ngx_str_t                      *r;
+    ngx_http_timpush_async_push_t  *ap;
+
+    ap = w->ap;
+    ap->transient++;
+
+    r = ngx_array_push_n(&ap->records, w->records.nelts);
+    if (r) {
+        ngx_memcpy(r, w->records.elts, w->records.nelts * sizeof(ngx_str_t));
+    }
+}
+
+
 static void
 ngx_http_timpush_async_written(void *data, redisReply *reply, ngx_int_t rc)
 {
-    ngx_http_timpush_async_push_t *ap = data;
+    ngx_http_timpush_async_write_t *w = data;
 
+    ngx_pool_t                     *last;
+    ngx_http_timpush_async_push_t  *ap;
+
+    ap = w->ap;
     ap->pending--;
 
     if (!ap->held) {
@@ -1160,10 +1231,29 @@ ngx_http_timpush_async_written(void *data, redisReply *reply, ngx_int_t rc)
     }
 
     if (rc != NGX_OK) {
-        ap->transient++;
+        ngx_http_timpush_async_unwritten(w);
     }
 
-    if (ap->pending == 0 && ap->finishing) {
+    if (ap->pending) {
+        return;
+    }
+
+    if (ap->deciding) {
+        /* the try is over and every write answered: what next */
+        ap->deciding = 0;
+        last = ap->last;
+        ap->last = NULL;
+
+        ngx_http_timpush_async_next(ap);
+
+        if (last) {
+            ngx_destroy_pool(last);
+        }
+
+        return;
+    }
+
+    if (ap->finishing) {
         ngx_http_timpush_async_finish(ap);
     }
 }
@@ -1182,12 +1272,24 @@ ngx_http_timpush_async_tried(void *ctx, ngx_int_t rc)
 }
 
 
+/* a try that outlives its hold: the worker no longer waits for it */
+
+static void
+ngx_http_timpush_async_held(ngx_event_t *ev)
+{
+}
+
+
 static void
 ngx_http_timpush_async_over(ngx_event_t *ev)
 {
     ngx_http_timpush_async_push_t *ap = ev->data;
 
     ngx_pool_t  *round;
+
+    if (ap->hold.timer_set) {
+        ngx_del_timer(&ap->hold);
+    }
 
     /*
      * The try's memory goes (the records were copied by the store), once
@@ -1198,6 +1300,13 @@ ngx_http_timpush_async_over(ngx_event_t *ev)
     ap->push = NULL;
     round = ap->round;
     ap->round = NULL;
+
+    if (ap->pending) {
+        /* the try's records not all written: decided once they are */
+        ap->deciding = 1;
+        ap->last = round;
+        return;
+    }
 
     ngx_http_timpush_async_next(ap);
 
@@ -1378,6 +1487,10 @@ ngx_http_timpush_async_free(ngx_http_timpush_async_push_t *ap)
         ngx_del_timer(&ap->over);
     }
 
+    if (ap->hold.timer_set) {
+        ngx_del_timer(&ap->hold);
+    }
+
     ngx_queue_remove(&ap->queue);
     a->nactive--;
     ap->held = 0;
@@ -1404,6 +1517,11 @@ ngx_http_timpush_async_release(ngx_http_timpush_async_push_t *ap)
     if (ap->round) {
         ngx_destroy_pool(ap->round);
         ap->round = NULL;
+    }
+
+    if (ap->last) {
+        ngx_destroy_pool(ap->last);
+        ap->last = NULL;
     }
 
     ngx_destroy_pool(ap->pool);

@@ -35,11 +35,12 @@
 #define NGX_HTTP_TIMPUSH_PUSH_WAIT      10      /* ms */
 
 
-/* one MARK call: the outcome of a batch of users' devices (msg_id) */
+/* one MARK call: the outcome of some users' devices (msg_id) */
 
 typedef struct {
     ngx_http_timpush_push_t            *push;
     ngx_http_timpush_store_cmd_t       *cmd;
+    ngx_queue_t                         queue;       /* in push->marking */
 } ngx_http_timpush_mark_t;
 
 
@@ -56,6 +57,7 @@ typedef struct {
     unsigned                            foreground:1;
     unsigned                            duplicate:1; /* got the msg_id */
     unsigned                            emitted:1;   /* to the hooks */
+    unsigned                            marked:1;    /* its msg_id mark */
     unsigned                            unknown:1;
     unsigned                            pending:1;
     unsigned                            removed:1;
@@ -103,7 +105,9 @@ struct ngx_http_timpush_push_s {
     ngx_uint_t                          pending;
     ngx_str_t                           args[6];     /* PUSH's */
     ngx_uint_t                          nargs;
-    ngx_http_timpush_mark_t            *marks;
+    ngx_queue_t                         marking;     /* MARK calls out */
+    ngx_uint_t                          unmarked;    /* devices to mark */
+    ngx_event_t                         markev;      /* marks, soon */
     ngx_array_t                         prunes;      /* waiting for room */
     int64_t                             started;     /* ms */
     ngx_msec_t                          start;       /* for its duration */
@@ -143,6 +147,8 @@ static void ngx_http_timpush_push_released(void *data,
 static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     ngx_http_timpush_main_conf_t *tmcf);
 static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_mark_handler(ngx_event_t *ev);
 static void ngx_http_timpush_push_marked(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_uint_t ngx_http_timpush_push_all_duplicate(
@@ -934,6 +940,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         dn->unknown = 1;
         ngx_http_timpush_metric_notification(NULL, dn->business_id, 0,
                                              &note->reason);
+        ngx_http_timpush_push_mark_soon(push);
         return;
     }
 
@@ -944,6 +951,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         note->finished = 1;
         ngx_http_timpush_metric_notification(note->cred, dn->business_id,
                                              note->status, &note->reason);
+        ngx_http_timpush_push_mark_soon(push);
         return;
     }
 
@@ -993,6 +1001,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
 
         ngx_http_timpush_metric_notification(note->cred, dn->business_id,
                                              note->status, &note->reason);
+        ngx_http_timpush_push_mark_soon(push);
     }
 }
 
@@ -1033,6 +1042,7 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
     push->pending--;
 
     ngx_http_timpush_push_emit(push, dn->rcpt, dn);
+    ngx_http_timpush_push_mark_soon(push);
     ngx_http_timpush_push_done(push);
 }
 
@@ -1141,6 +1151,7 @@ ngx_http_timpush_push_prunes(ngx_http_timpush_push_t *push)
             dn[i]->pending = 0;
             push->pending--;
             ngx_http_timpush_push_emit(push, dn[i]->rcpt, dn[i]);
+            ngx_http_timpush_push_mark_soon(push);
         }
     }
 
@@ -1209,6 +1220,7 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
     push->pending--;
 
     ngx_http_timpush_push_emit(push, dn->rcpt, dn);
+    ngx_http_timpush_push_mark_soon(push);
     ngx_http_timpush_push_done(push);
 }
 
@@ -1224,6 +1236,7 @@ ngx_http_timpush_push_released(void *data, ngx_http_timpush_owner_t *o,
     dn->push->pending--;
 
     ngx_http_timpush_push_emit(dn->push, dn->rcpt, dn);
+    ngx_http_timpush_push_mark_soon(dn->push);
     ngx_http_timpush_push_done(dn->push);
 }
 
@@ -1248,11 +1261,12 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
         return NGX_ERROR;
     }
 
-    push->marks = ngx_pcalloc(push->pool,
-                              push->nbatches * sizeof(ngx_http_timpush_mark_t));
-    if (push->marks == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_queue_init(&push->marking);
+
+    push->markev.handler = ngx_http_timpush_push_mark_handler;
+    push->markev.data = push;
+    push->markev.log = push->log;
+    push->markev.cancelable = 1;
 
     lease = tmcf->apns_timeout + tmcf->redis.timeout;
 
@@ -1289,10 +1303,45 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
 
 
 /*
- * Every device is answered: each device the push claimed is marked sent
- * ("+", a 200) or failed ("-", any other outcome: a push of the msg_id
- * again sends it, its badge not counted again), one call per batch.
+ * Each device the push claimed is marked sent ("+", a 200) or failed ("-",
+ * any other outcome: a push of the msg_id again sends it, its badge not
+ * counted again) as soon as its outcome is known, a few at a time (every
+ * NGX_HTTP_TIMPUSH_PUSH_MARKS devices, or after NGX_HTTP_TIMPUSH_PUSH_WAIT
+ * ms): a push cut short (its worker killed) leaves only the devices still
+ * in flight "being sent", and a repeat skips those that got it.
  */
+
+#define NGX_HTTP_TIMPUSH_PUSH_MARKS  256
+
+
+static void
+ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push)
+{
+    if (!push->dedup) {
+        return;
+    }
+
+    if (++push->unmarked >= NGX_HTTP_TIMPUSH_PUSH_MARKS) {
+        ngx_http_timpush_push_mark(push);
+        return;
+    }
+
+    if (!push->markev.timer_set) {
+        ngx_add_timer(&push->markev, NGX_HTTP_TIMPUSH_PUSH_WAIT);
+    }
+}
+
+
+static void
+ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
+{
+    ngx_http_timpush_push_t *push = ev->data;
+
+    ngx_http_timpush_push_mark(push);
+}
+
+
+/* one MARK call per batch of users with devices answered, not marked yet */
 
 static void
 ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
@@ -1303,9 +1352,16 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
     ngx_str_t                        args[3 + NGX_HTTP_TIMPUSH_PUSH_BATCH];
     ngx_uint_t                       b, i, j, n;
     ngx_time_t                      *tp;
+    ngx_http_timpush_mark_t         *mark;
     ngx_http_timpush_batch_t        *batch;
     ngx_http_timpush_recipient_t    *rcpt;
     ngx_http_timpush_device_note_t  *dn;
+
+    if (push->markev.timer_set) {
+        ngx_del_timer(&push->markev);
+    }
+
+    push->unmarked = 0;
 
     now = ngx_pnalloc(push->pool, 2 * NGX_INT64_LEN);
     if (now == NULL) {
@@ -1322,27 +1378,36 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
     p = ngx_sprintf(p, "%L", ((int64_t) tp->sec * 1000 + tp->msec) * 4 + 2);
     args[2].len = p - args[2].data;
 
-    for (b = 0; b < push->nbatches; b++) {
+    for (b = 0; b < push->next; b++) {
         batch = &push->batches[b];
         n = 0;
 
         for (i = 0; i < batch->nrcpts; i++) {
             rcpt = &batch->rcpts[i];
-
-            p = ngx_pnalloc(push->pool,
-                            rcpt->ndevices * (NGX_HTTP_TIMPUSH_TOKEN_MAX + 2));
-            if (p == NULL) {
-                return;
-            }
-
-            args[3 + n].data = p;
+            p = NULL;
 
             for (j = 0; j < rcpt->ndevices; j++) {
                 dn = &rcpt->devices[j];
 
-                if (dn->foreground || dn->duplicate) {
+                /* claimed, answered, not marked yet */
+
+                if (dn->foreground || dn->duplicate || dn->pending
+                    || dn->marked || dn->push == NULL)
+                {
                     continue;
                 }
+
+                if (p == NULL) {
+                    p = ngx_pnalloc(push->pool, rcpt->ndevices
+                                          * (NGX_HTTP_TIMPUSH_TOKEN_MAX + 2));
+                    if (p == NULL) {
+                        return;
+                    }
+
+                    args[3 + n].data = p;
+                }
+
+                dn->marked = 1;
 
                 *p++ = (!dn->unknown && dn->note.status == NGX_HTTP_OK)
                        ? '+' : '-';
@@ -1350,9 +1415,8 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
                 *p++ = ' ';
             }
 
-            args[3 + n].len = p - args[3 + n].data;
-
-            if (args[3 + n].len) {
+            if (p) {
+                args[3 + n].len = p - args[3 + n].data;
                 keys[n++] = rcpt->mkey;
             }
         }
@@ -1361,18 +1425,24 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
             continue;
         }
 
-        push->marks[b].push = push;
+        mark = ngx_palloc(push->pool, sizeof(ngx_http_timpush_mark_t));
+        if (mark == NULL) {
+            return;
+        }
+
+        mark->push = push;
 
         rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_MARK, keys, n,
                                         args, 3 + n,
                                         ngx_http_timpush_push_marked,
-                                        &push->marks[b], &push->marks[b].cmd);
+                                        mark, &mark->cmd);
         if (rc != NGX_OK) {
-            push->marks[b].cmd = NULL;
-            ngx_http_timpush_push_marked(&push->marks[b], NULL, rc);
+            mark->cmd = NULL;
+            ngx_http_timpush_push_marked(mark, NULL, rc);
             continue;
         }
 
+        ngx_queue_insert_tail(&push->marking, &mark->queue);
         push->pending++;
     }
 }
@@ -1404,6 +1474,7 @@ ngx_http_timpush_push_marked(void *data, redisReply *reply, ngx_int_t rc)
     }
 
     mark->cmd = NULL;
+    ngx_queue_remove(&mark->queue);
     push->pending--;
 
     ngx_http_timpush_push_done(push);
@@ -1428,6 +1499,7 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
     }
 
     if (push->dedup && !push->marked) {
+        /* the last marks, before the answer */
         push->marked = 1;
 
         ngx_http_timpush_push_mark(push);
@@ -1531,6 +1603,7 @@ ngx_http_timpush_push_emit(ngx_http_timpush_push_t *push,
         dn->emitted = 1;
 
         e.token = dn->note.token;
+        e.registered_at = dn->registered_at;
         e.business_id = dn->business_id;
         e.env = dn->note.cred ? dn->note.cred->env : 0;
         e.status = dn->note.status;
@@ -1826,6 +1899,8 @@ ngx_http_timpush_push_cleanup(void *data)
     ngx_http_timpush_push_t *push = data;
 
     ngx_uint_t                       i, j;
+    ngx_queue_t                     *q;
+    ngx_http_timpush_mark_t         *mark;
     ngx_http_timpush_recipient_t    *rcpt;
     ngx_http_timpush_device_note_t  *dn;
 
@@ -1839,11 +1914,19 @@ ngx_http_timpush_push_cleanup(void *data)
             push->batches[i].cmd = NULL;
         }
 
-        if (push->marks && push->marks[i].cmd) {
-            /* the marks are written all the same */
-            ngx_http_timpush_store_forget(push->marks[i].cmd);
-            push->marks[i].cmd = NULL;
-        }
+    }
+
+    if (push->markev.timer_set) {
+        ngx_del_timer(&push->markev);
+    }
+
+    while (push->dedup && !ngx_queue_empty(&push->marking)) {
+        /* the marks are written all the same */
+        q = ngx_queue_head(&push->marking);
+        mark = ngx_queue_data(q, ngx_http_timpush_mark_t, queue);
+        ngx_queue_remove(q);
+        ngx_http_timpush_store_forget(mark->cmd);
+        mark->cmd = NULL;
     }
 
     for (i = 0; i < push->nrcpts; i++) {

@@ -34,6 +34,7 @@ typedef struct {
     ngx_uint_t              rcpt;        /* the user's place in "to" */
     ngx_str_t               user;
     ngx_str_t               token;       /* empty: the user's own entry */
+    int64_t                 registered_at;  /* ms: a user's devices' order */
     ngx_uint_t              business_id;
     ngx_uint_t              env;
     ngx_uint_t              status;      /* 0: none (not sent, not read) */

@@ -1117,6 +1117,9 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     cmd->deadline.data = cmd;
     cmd->deadline.log = st->log;
 
+    /* a worker that exits does not wait for a blocked read to return */
+    cmd->deadline.cancelable = st->blocking;
+
     if (ngx_http_timpush_store_send(st, cmd, 0) != NGX_OK) {
         ngx_free(cmd);
         return NGX_ERROR;
