@@ -538,14 +538,22 @@ my %tok = map { ($users[$_ - 1] => sprintf('5e%062x', $_)) } 1 .. 20;   # 503, a
 Timpush::Push::register($_, $tok{$_}, 1001) for @users;
 my $ok = 'a3' x 32;
 Timpush::Push::register('fine', $ok, 2001);
+# and a device of the same user that fails: each later try lists the one
+# that got it as a duplicate, which must not replace its 200 in the results
+my $bad = sprintf('5e%062x', 99);
+$tok{fine} = $bad;
+Timpush::Push::register('fine', $bad, 1001);
 my $t0 = Time::HiRes::time();
 my $id = ::async_push($port, { to => [@users, 'fine'], elems => [{ type => 'text', text => 'x' }] });
 my $res = ::wait_done($port, $id // 'none', $::VG ? 120 : 15);
 my $took = Time::HiRes::time() - $t0;
 Test::More::is($res->{state}, 'done', 'done');
-Test::More::is("$res->{sent} $res->{failed} $res->{skipped}", '1 20 0', '1 sent, 20 failed');
+Test::More::is("$res->{sent} $res->{failed} $res->{skipped}", '1 21 0', '1 sent, 21 failed');
 Test::More::is(join(',', sort { $a cmp $b } map { ($_->{status} // '') . ($_->{reason} // '') } @{ $res->{results} }),
-               join(',', '200', ('503ServiceUnavailable') x 20), 'the failures: 503 ServiceUnavailable');
+               join(',', '200', ('503ServiceUnavailable') x 21), 'the failures: 503 ServiceUnavailable');
+Test::More::is(join(' ', map { $_->{token} . ':' . ($_->{status} // $_->{skipped}) }
+                         grep { $_->{user_id} eq 'fine' } @{ $res->{results} }),
+               "$ok:200 $bad:503", 'the device delivered in the first try keeps its 200');
 if (!$::VG) {
     # timpush_async_retry is 3 s from when it was queued; each try lasts
     # its timpush_apns_timeout (1 s) and waits 1 s before the next
@@ -554,7 +562,7 @@ if (!$::VG) {
 my $log = Timpush::Push::mock_log();
 Test::More::is(join(' ', map { $_->{token} } @$log), $ok, 'the device that got it got it once; the others never');
 my @fb = map { [@{ $_->[1] }] } @{ ::redis_cmd('XRANGE', "$p:feedback", '-', '+') };
-Test::More::is(scalar @fb, 20, 'feedback: one entry per final failure');
+Test::More::is(scalar @fb, 21, 'feedback: one entry per final failure');
 my %seen;
 for my $f (@fb) {
     my %h = @$f;
@@ -563,7 +571,7 @@ for my $f (@fb) {
     Test::More::is(join(',', @h{qw(user_id token business_id env status reason)}), $want,
                    "feedback $h{user_id}: its own user, token, status and reason");
 }
-Test::More::is(scalar keys %seen, 20, 'each failing device once in the feedback');
+Test::More::is(scalar keys %seen, 21, 'each failing device once in the feedback');
 # kept timpush_async_keep (3 s) after it was done, then forgotten
 my $t_done = Time::HiRes::time();
 my ($s1) = ::http('GET', $port, "/v1/pushes/$id");
