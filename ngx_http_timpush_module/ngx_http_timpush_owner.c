@@ -257,7 +257,10 @@ ngx_http_timpush_owner_detach(ngx_http_timpush_owner_t *o)
 {
     o->done = NULL;
     o->data = NULL;
+
+    /* the request's log lives in its connection's pool */
     o->log = ngx_cycle->log;
+    o->pool->log = ngx_cycle->log;
 }
 
 
@@ -726,6 +729,10 @@ ngx_http_timpush_owner_end(ngx_http_timpush_owner_t *o)
 
     done = o->done;
     o->done = NULL;
+
+    /* done() may free the request, and with it the log the pool was given */
+    o->log = ngx_cycle->log;
+    o->pool->log = ngx_cycle->log;
 
     if (done) {
         done(o->data, o, o->rc);
