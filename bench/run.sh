@@ -15,6 +15,10 @@
 # timpush nginx run under valgrind; the reports go to build/bench/profile/.  Everything it
 # starts is stopped when it ends, however it ends.
 #
+# "bench/run.sh msg_id" sets up the same way, then measures only the cost
+# of a msg_id (the fan-out with and without, BENCH_RUNS rounds) and prints
+# it; nothing is written.
+#
 # Knobs (environment): BENCH_RUNS (>= 5 for a report; fewer for a quick
 # look), BENCH_USERS (10000), BENCH_MEM_FANOUTS (100: 1,000,000
 # notifications), BENCH_WRK_SECS (5), BENCH_WRK_CONNS (16), NGINX
@@ -24,8 +28,8 @@ set -euo pipefail
 
 MODE=${1:-bench}
 case $MODE in
-    bench|profile) ;;
-    *) echo "usage: bench/run.sh [profile]" >&2; exit 2 ;;
+    bench|profile|msg_id) ;;
+    *) echo "usage: bench/run.sh [profile|msg_id]" >&2; exit 2 ;;
 esac
 
 cd "$(dirname "$0")/.."
@@ -348,6 +352,38 @@ peer_once() {               # sets PEER_SECS PEER_OK PEER_FAILED PEER_REASONS
 }
 
 
+# ---- the cost of a msg_id --------------------------------------------------
+
+# The same fan-out (2 connections) with a new msg_id each time (every device
+# claimed, then marked: the dedup path's whole cost) and without, in
+# alternating order, round by round.
+declare -a fo_plain fo_msg pr_msg
+msg_id_rounds() {
+    start_timpush 2
+    fanout check                    # warm-up: connections made
+    log "fan-out with a msg_id vs without: $RUNS rounds"
+    for i in $(seq "$RUNS"); do
+        sed "s/^{/{\"msg_id\":\"bench-$$-$i\",/" "$work/fanout-body.json" \
+            > "$work/fanout-msg.json"
+        for which in $( (( i % 2 )) && echo "plain msg" || echo "msg plain"); do
+            if [ "$which" = msg ]; then
+                FO_BODY=$work/fanout-msg.json fanout
+                fo_msg+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+            else
+                fanout
+                fo_plain+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
+            fi
+            [ "$FO_SENT" = "$USERS" ] || die "fan-out ($which): sent $FO_SENT of $USERS"
+        done
+        # the same msg_id again: every recipient a duplicate, nothing sent
+        FO_BODY=$work/fanout-msg.json fanout
+        [ "$FO_SENT" = 0 ] || die "fan-out (msg_id again): sent $FO_SENT, expected 0"
+        pr_msg+=("$(ratio "${fo_msg[-1]}" "${fo_plain[-1]}")")
+        log "round $i: without msg_id ${fo_plain[-1]}/s, with ${fo_msg[-1]}/s; the same msg_id again: 0 sent"
+    done
+}
+
+
 # ---- start ----------------------------------------------------------------
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -396,6 +432,35 @@ let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
 log_clear
 PAYLOAD_BYTES=$(stat -c %s "$work/payload.json")
 log "payload: $(cat "$work/payload.json") ($PAYLOAD_BYTES bytes)"
+
+
+# ---- msg_id mode: its cost alone, printed, nothing written ----------------
+
+if [ "$MODE" = msg_id ]; then
+    msg_id_rounds
+    # Redis's own time for one fan-out of each kind (INFO commandstats)
+    k=0
+    for which in plain msg plain msg plain msg; do
+        k=$((k + 1))
+        redis-cli -p "$REDIS" CONFIG RESETSTAT >/dev/null
+        c0=$(cpu_ticks "$TP_WORKER"); s0=$(cpu_ticks "$SIM_WORKER")
+        r0=$(cpu_ticks "${pid_of[redis]}")
+        if [ "$which" = msg ]; then
+            sed "s/^{/{\"msg_id\":\"bench-$$-stat-$k\",/" "$work/fanout-body.json" \
+                > "$work/fanout-msg.json"
+            FO_BODY=$work/fanout-msg.json fanout
+        else
+            fanout
+        fi
+        echo "CPU ticks (10 ms) of one fan-out $which: timpush $(( $(cpu_ticks "$TP_WORKER") - c0 )), simulator $(( $(cpu_ticks "$SIM_WORKER") - s0 )), Redis $(( $(cpu_ticks "${pid_of[redis]}") - r0 ))"
+        echo "Redis, one fan-out $which: $(redis-cli -p "$REDIS" INFO commandstats \
+            | tr -d '\r' | grep -v '^#' | grep . | cut -d, -f1-3 | paste -sd' ')"
+    done
+    echo "with a msg_id: ${fo_msg[*]}"
+    echo "without:       ${fo_plain[*]}"
+    echo "ratio per round: ${pr_msg[*]}; median $(printf '%s\n' "${pr_msg[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+    exit 0
+fi
 
 
 # ---- profile mode -----------------------------------------------------------
@@ -619,32 +684,7 @@ done
 
 # ---- the cost of a msg_id --------------------------------------------------
 
-# The same fan-out (2 connections) with a new msg_id each time (every device
-# claimed, then marked: the dedup path's whole cost) and without, in
-# alternating order, round by round.
-declare -a fo_plain fo_msg pr_msg
-start_timpush 2
-fanout check                    # warm-up: connections made
-log "fan-out with a msg_id vs without: $RUNS rounds"
-for i in $(seq "$RUNS"); do
-    sed "s/^{/{\"msg_id\":\"bench-$$-$i\",/" "$work/fanout-body.json" \
-        > "$work/fanout-msg.json"
-    for which in $( (( i % 2 )) && echo "plain msg" || echo "msg plain"); do
-        if [ "$which" = msg ]; then
-            FO_BODY=$work/fanout-msg.json fanout
-            fo_msg+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
-        else
-            fanout
-            fo_plain+=("$(awk -v n="$USERS" -v t="$FO_SECS" 'BEGIN { print n / t }')")
-        fi
-        [ "$FO_SENT" = "$USERS" ] || die "fan-out ($which): sent $FO_SENT of $USERS"
-    done
-    # the same msg_id again: every recipient a duplicate, nothing sent
-    FO_BODY=$work/fanout-msg.json fanout
-    [ "$FO_SENT" = 0 ] || die "fan-out (msg_id again): sent $FO_SENT, expected 0"
-    pr_msg+=("$(ratio "${fo_msg[-1]}" "${fo_plain[-1]}")")
-    log "round $i: without msg_id ${fo_plain[-1]}/s, with ${fo_msg[-1]}/s; the same msg_id again: 0 sent"
-done
+msg_id_rounds
 
 
 # ---- async: 202, then done ------------------------------------------------

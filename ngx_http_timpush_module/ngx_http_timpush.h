@@ -117,7 +117,6 @@ typedef enum {
     NGX_HTTP_TIMPUSH_SCRIPT_SETTLE,
     NGX_HTTP_TIMPUSH_SCRIPT_RELEASE,
     NGX_HTTP_TIMPUSH_SCRIPT_UNDO,
-    NGX_HTTP_TIMPUSH_SCRIPT_MARK,
     NGX_HTTP_TIMPUSH_SCRIPT_LAST
 } ngx_http_timpush_script_e;
 
@@ -151,7 +150,7 @@ ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
     ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_token_key(ngx_pool_t *pool,
     ngx_str_t *token, ngx_str_t *key);
-ngx_int_t ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *user,
+ngx_int_t ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *msg_id,
     ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_plain_key(ngx_pool_t *pool, const char *name,
     ngx_str_t *key);

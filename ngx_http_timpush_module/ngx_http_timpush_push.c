@@ -33,9 +33,10 @@
 #define NGX_HTTP_TIMPUSH_PUSH_BATCH     32
 #define NGX_HTTP_TIMPUSH_PUSH_INFLIGHT  8
 #define NGX_HTTP_TIMPUSH_PUSH_WAIT      10      /* ms */
+#define NGX_HTTP_TIMPUSH_PUSH_MARKS     256     /* see push_mark_soon() */
 
 
-/* one MARK call: the outcome of some users' devices (msg_id) */
+/* one ZADD XX: the outcome of some devices (msg_id) */
 
 typedef struct {
     ngx_http_timpush_push_t            *push;
@@ -67,7 +68,6 @@ typedef struct {
 typedef struct ngx_http_timpush_recipient_s {
     ngx_str_t                           user;
     ngx_str_t                           key;
-    ngx_str_t                           mkey;        /* msg_id marks */
     ngx_http_timpush_push_t            *push;
     ngx_http_timpush_device_note_t     *devices;
     ngx_uint_t                          ndevices;
@@ -104,9 +104,11 @@ struct ngx_http_timpush_push_s {
     ngx_uint_t                          ncreds;
     ngx_uint_t                          pending;
     ngx_str_t                           args[6];     /* PUSH's */
+    ngx_str_t                           mkey;        /* msg_id marks */
     ngx_uint_t                          nargs;
     ngx_queue_t                         marking;     /* MARK calls out */
     ngx_uint_t                          unmarked;    /* devices to mark */
+    ngx_http_timpush_device_note_t    **tomark;      /* which */
     ngx_event_t                         markev;      /* marks, soon */
     ngx_array_t                         prunes;      /* waiting for room */
     int64_t                             started;     /* ms */
@@ -146,8 +148,12 @@ static void ngx_http_timpush_push_released(void *data,
     ngx_http_timpush_owner_t *o, ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     ngx_http_timpush_main_conf_t *tmcf);
-static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
-static void ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push,
+    ngx_uint_t all);
+static void ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
+    ngx_str_t *args, ngx_uint_t n);
+static void ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
+    ngx_http_timpush_device_note_t *dn);
 static void ngx_http_timpush_push_mark_handler(ngx_event_t *ev);
 static void ngx_http_timpush_push_marked(void *data, redisReply *reply,
     ngx_int_t rc);
@@ -399,14 +405,14 @@ ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
         {
             return NGX_ERROR;
         }
+    }
 
-        if (push->msg.msg_id.len
-            && ngx_http_timpush_store_msg_key(push->pool, &rcpt->user,
-                                              &rcpt->mkey)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (push->msg.msg_id.len
+        && ngx_http_timpush_store_msg_key(push->pool, &push->msg.msg_id,
+                                          &push->mkey)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (push->request) {
@@ -513,7 +519,7 @@ static void
 ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 {
     ngx_int_t                  rc;
-    ngx_str_t                  keys[2 * NGX_HTTP_TIMPUSH_PUSH_BATCH];
+    ngx_str_t                  keys[NGX_HTTP_TIMPUSH_PUSH_BATCH + 1];
     ngx_uint_t                 i, n, window;
     ngx_http_timpush_batch_t  *batch;
 
@@ -568,20 +574,20 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 
         batch = &push->batches[push->next];
 
-        /* the users' hashes, then with a msg_id their marks */
+        /* the users' hashes, then with a msg_id its marks */
 
         n = batch->nrcpts;
 
         for (i = 0; i < n; i++) {
             keys[i] = batch->rcpts[i].key;
+        }
 
-            if (push->dedup) {
-                keys[n + i] = batch->rcpts[i].mkey;
-            }
+        if (push->dedup) {
+            keys[n++] = push->mkey;
         }
 
         rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
-                                        keys, push->dedup ? 2 * n : n,
+                                        keys, n,
                                         push->args, push->nargs,
                                         ngx_http_timpush_push_read, batch,
                                         &batch->cmd);
@@ -940,7 +946,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         dn->unknown = 1;
         ngx_http_timpush_metric_notification(NULL, dn->business_id, 0,
                                              &note->reason);
-        ngx_http_timpush_push_mark_soon(push);
+        ngx_http_timpush_push_mark_soon(push, dn);
         return;
     }
 
@@ -951,7 +957,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
         note->finished = 1;
         ngx_http_timpush_metric_notification(note->cred, dn->business_id,
                                              note->status, &note->reason);
-        ngx_http_timpush_push_mark_soon(push);
+        ngx_http_timpush_push_mark_soon(push, dn);
         return;
     }
 
@@ -1001,7 +1007,7 @@ ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
 
         ngx_http_timpush_metric_notification(note->cred, dn->business_id,
                                              note->status, &note->reason);
-        ngx_http_timpush_push_mark_soon(push);
+        ngx_http_timpush_push_mark_soon(push, dn);
     }
 }
 
@@ -1042,7 +1048,7 @@ ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note)
     push->pending--;
 
     ngx_http_timpush_push_emit(push, dn->rcpt, dn);
-    ngx_http_timpush_push_mark_soon(push);
+    ngx_http_timpush_push_mark_soon(push, dn);
     ngx_http_timpush_push_done(push);
 }
 
@@ -1151,7 +1157,7 @@ ngx_http_timpush_push_prunes(ngx_http_timpush_push_t *push)
             dn[i]->pending = 0;
             push->pending--;
             ngx_http_timpush_push_emit(push, dn[i]->rcpt, dn[i]);
-            ngx_http_timpush_push_mark_soon(push);
+            ngx_http_timpush_push_mark_soon(push, dn[i]);
         }
     }
 
@@ -1220,7 +1226,7 @@ ngx_http_timpush_push_pruned(void *data, redisReply *reply, ngx_int_t rc)
     push->pending--;
 
     ngx_http_timpush_push_emit(push, dn->rcpt, dn);
-    ngx_http_timpush_push_mark_soon(push);
+    ngx_http_timpush_push_mark_soon(push, dn);
     ngx_http_timpush_push_done(push);
 }
 
@@ -1236,7 +1242,7 @@ ngx_http_timpush_push_released(void *data, ngx_http_timpush_owner_t *o,
     dn->push->pending--;
 
     ngx_http_timpush_push_emit(dn->push, dn->rcpt, dn);
-    ngx_http_timpush_push_mark_soon(dn->push);
+    ngx_http_timpush_push_mark_soon(dn->push, dn);
     ngx_http_timpush_push_done(dn->push);
 }
 
@@ -1245,7 +1251,8 @@ ngx_http_timpush_push_released(void *data, ngx_http_timpush_owner_t *o,
  * The PUSH script's arguments with a msg_id (see its comment in store.c):
  * marks are scored 4 * ms + state; a device being sent is so until the
  * push's deadline and Redis's own, its lease; marks older than the window
- * go, and a user's key lives the window and a lease after the last push.
+ * count as absent, and the msg_id's key lives the window and a lease
+ * after its last claim.
  */
 
 static ngx_int_t
@@ -1295,6 +1302,12 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
         push->args[i].len = p - push->args[i].data;
     }
 
+    push->tomark = ngx_palloc(push->pool, NGX_HTTP_TIMPUSH_PUSH_MARKS
+                              * sizeof(ngx_http_timpush_device_note_t *));
+    if (push->tomark == NULL) {
+        return NGX_ERROR;
+    }
+
     push->nargs = 6;
     push->dedup = 1;
 
@@ -1311,18 +1324,19 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
  * in flight "being sent", and a repeat skips those that got it.
  */
 
-#define NGX_HTTP_TIMPUSH_PUSH_MARKS  256
-
 
 static void
-ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push)
+ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
+    ngx_http_timpush_device_note_t *dn)
 {
     if (!push->dedup) {
         return;
     }
 
-    if (++push->unmarked >= NGX_HTTP_TIMPUSH_PUSH_MARKS) {
-        ngx_http_timpush_push_mark(push);
+    push->tomark[push->unmarked++] = dn;
+
+    if (push->unmarked == NGX_HTTP_TIMPUSH_PUSH_MARKS) {
+        ngx_http_timpush_push_mark(push, 0);
         return;
     }
 
@@ -1337,22 +1351,31 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
 {
     ngx_http_timpush_push_t *push = ev->data;
 
-    ngx_http_timpush_push_mark(push);
+    ngx_http_timpush_push_mark(push, 0);
 }
 
 
-/* one MARK call per batch of users with devices answered, not marked yet */
+/*
+ * The devices answered and not marked yet, in ZADD XX calls (not a
+ * script: Redis's own code, no Lua per device) of at most
+ * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX devices and NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE
+ * bytes of members: "<token>:<user key>", the members the PUSH script
+ * claimed, scored sent or failed.  Only marks still there are changed.
+ */
+
+#define NGX_HTTP_TIMPUSH_PUSH_MARK_MAX   1024
+#define NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE  65536
+
 
 static void
-ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
+ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
 {
-    u_char                          *p, *now;
-    ngx_int_t                        rc;
-    ngx_str_t                        keys[NGX_HTTP_TIMPUSH_PUSH_BATCH];
-    ngx_str_t                        args[3 + NGX_HTTP_TIMPUSH_PUSH_BATCH];
-    ngx_uint_t                       b, i, j, n;
+    u_char                          *p, *last, *start;
+    size_t                           need;
+    int64_t                          now;
+    ngx_str_t                       *args, score[2];
+    ngx_uint_t                       b, i, j, k, n, count;
     ngx_time_t                      *tp;
-    ngx_http_timpush_mark_t         *mark;
     ngx_http_timpush_batch_t        *batch;
     ngx_http_timpush_recipient_t    *rcpt;
     ngx_http_timpush_device_note_t  *dn;
@@ -1361,90 +1384,155 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
         ngx_del_timer(&push->markev);
     }
 
+    count = push->unmarked;
     push->unmarked = 0;
 
-    now = ngx_pnalloc(push->pool, 2 * NGX_INT64_LEN);
-    if (now == NULL) {
+    /* ZADD key XX, score member..., then the two scores, then the members */
+
+    args = ngx_alloc((3 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX)
+                     * sizeof(ngx_str_t)
+                     + 2 * NGX_INT64_LEN + NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE,
+                     push->log);
+    if (args == NULL) {
         return;
     }
 
+    ngx_str_set(&args[0], "ZADD");
+    args[1] = push->mkey;
+    ngx_str_set(&args[2], "XX");
+
+    p = (u_char *) &args[3 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX];
+
     tp = ngx_timeofday();
+    now = ((int64_t) tp->sec * 1000 + tp->msec) * 4;
 
-    args[0] = push->msg.msg_id;
-    args[1].data = now;
-    p = ngx_sprintf(now, "%L", ((int64_t) tp->sec * 1000 + tp->msec) * 4);
-    args[1].len = p - now;
-    args[2].data = p;
-    p = ngx_sprintf(p, "%L", ((int64_t) tp->sec * 1000 + tp->msec) * 4 + 2);
-    args[2].len = p - args[2].data;
+    score[0].data = p;
+    p = ngx_sprintf(p, "%L", now);
+    score[0].len = p - score[0].data;
+    score[1].data = p;
+    p = ngx_sprintf(p, "%L", now + 2);
+    score[1].len = p - score[1].data;
 
-    for (b = 0; b < push->next; b++) {
-        batch = &push->batches[b];
-        n = 0;
+    start = p;
+    last = start + NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE;
+    n = 0;
 
-        for (i = 0; i < batch->nrcpts; i++) {
+    /*
+     * The devices answered since the last marks, or (all, the last marks
+     * of the push) every device claimed, answered and not marked yet.
+     */
+
+    b = 0;
+    i = 0;
+    j = 0;
+    k = 0;
+
+    for ( ;; ) {
+
+        if (!all) {
+            if (k == count) {
+                break;
+            }
+
+            dn = push->tomark[k++];
+            rcpt = dn->rcpt;
+
+        } else {
+            if (b == push->next) {
+                break;
+            }
+
+            batch = &push->batches[b];
+
+            if (i == batch->nrcpts) {
+                b++;
+                i = 0;
+                continue;
+            }
+
             rcpt = &batch->rcpts[i];
-            p = NULL;
 
-            for (j = 0; j < rcpt->ndevices; j++) {
-                dn = &rcpt->devices[j];
-
-                /* claimed, answered, not marked yet */
-
-                if (dn->foreground || dn->duplicate || dn->pending
-                    || dn->marked || dn->push == NULL)
-                {
-                    continue;
-                }
-
-                if (p == NULL) {
-                    p = ngx_pnalloc(push->pool, rcpt->ndevices
-                                          * (NGX_HTTP_TIMPUSH_TOKEN_MAX + 2));
-                    if (p == NULL) {
-                        return;
-                    }
-
-                    args[3 + n].data = p;
-                }
-
-                dn->marked = 1;
-
-                *p++ = (!dn->unknown && dn->note.status == NGX_HTTP_OK)
-                       ? '+' : '-';
-                p = ngx_cpymem(p, dn->note.token.data, dn->note.token.len);
-                *p++ = ' ';
+            if (j == rcpt->ndevices) {
+                i++;
+                j = 0;
+                continue;
             }
 
-            if (p) {
-                args[3 + n].len = p - args[3 + n].data;
-                keys[n++] = rcpt->mkey;
-            }
+            dn = &rcpt->devices[j++];
         }
 
-        if (n == 0) {
+        if (dn->foreground || dn->duplicate || dn->pending
+            || dn->marked || dn->push == NULL)
+        {
             continue;
         }
 
-        mark = ngx_palloc(push->pool, sizeof(ngx_http_timpush_mark_t));
-        if (mark == NULL) {
-            return;
+        need = 1 + dn->note.token.len + rcpt->key.len;
+
+        if (n == NGX_HTTP_TIMPUSH_PUSH_MARK_MAX
+            || (n && (size_t) (last - p) < need))
+        {
+            ngx_http_timpush_push_mark_send(push, args, n);
+            n = 0;
+            p = start;
         }
 
-        mark->push = push;
+        if ((size_t) (last - p) < need) {
+            /* a key longer than all the room: not kept */
+            continue;
+        }
 
-        rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_MARK, keys, n,
-                                        args, 3 + n,
+        dn->marked = 1;
+
+        /* sent (a 200), or failed: a repeat sends it again */
+
+        args[3 + 2 * n] =
+            score[(dn->unknown || dn->note.status != NGX_HTTP_OK)];
+
+        args[4 + 2 * n].data = p;
+        p = ngx_cpymem(p, dn->note.token.data, dn->note.token.len);
+        *p++ = ':';
+        p = ngx_cpymem(p, rcpt->key.data, rcpt->key.len);
+        args[4 + 2 * n].len = p - args[4 + 2 * n].data;
+        n++;
+    }
+
+    if (n) {
+        ngx_http_timpush_push_mark_send(push, args, n);
+    }
+
+    ngx_free(args);
+}
+
+
+/* the store copies the arguments */
+
+static void
+ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
+    ngx_str_t *args, ngx_uint_t n)
+{
+    ngx_int_t                 rc;
+    ngx_http_timpush_mark_t  *mark;
+
+    mark = ngx_palloc(push->pool, sizeof(ngx_http_timpush_mark_t));
+    if (mark == NULL) {
+        return;
+    }
+
+    mark->push = push;
+
+    rc = ngx_http_timpush_store_command(0, args, 3 + 2 * n,
+                                        push->tmcf->redis.timeout,
                                         ngx_http_timpush_push_marked,
                                         mark, &mark->cmd);
-        if (rc != NGX_OK) {
-            mark->cmd = NULL;
-            ngx_http_timpush_push_marked(mark, NULL, rc);
-            continue;
-        }
-
-        ngx_queue_insert_tail(&push->marking, &mark->queue);
-        push->pending++;
+    if (rc != NGX_OK) {
+        mark->cmd = NULL;
+        ngx_http_timpush_push_marked(mark, NULL, rc);
+        return;
     }
+
+    ngx_queue_insert_tail(&push->marking, &mark->queue);
+    push->pending++;
 }
 
 
@@ -1502,7 +1590,7 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
         /* the last marks, before the answer */
         push->marked = 1;
 
-        ngx_http_timpush_push_mark(push);
+        ngx_http_timpush_push_mark(push, 1);
 
         if (push->pending) {
             return;

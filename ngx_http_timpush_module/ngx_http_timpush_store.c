@@ -212,97 +212,104 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
      * users per call, and Redis's work kept small: pairing, ordering and
      * checking the fields is done by the caller (push.c).
      *
-     * With a msg_id (DESIGN §12) the keys are the n users' hashes, then
-     * their n message keys (sorted sets, member "<token>:<msg_id>", score
-     * 4 * ms + state: 0 sent at ms, 1 being sent until ms, 2 failed at
-     * ms).  A device sent, or being sent by a push still within its time,
-     * is a duplicate: d:<token> = 1, nothing counted.  Any other is
-     * claimed (score "claim"; ZADD NX first: a new one is the common
-     * case); its badge is counted only the first time.  Members older
-     * than "cutoff" count as absent, and go from time to time (a user's
-     * key is trimmed by about one push in 16, its last byte and the second
-     * deciding); the key lives "ttl" ms more.
+     * With a msg_id (DESIGN §12) the keys are the users' hashes, then the
+     * msg_id's marks, "<prefix>:m:{<msg_id>}": a sorted set, member
+     * "<token>:<user key>", score 4 * ms + state (0 sent at ms, 1 being
+     * sent until ms, 2 failed at ms).  A device sent, or being sent by a
+     * push still within its time, is a duplicate: d:<token> = 1, nothing
+     * counted.  Any other is claimed (score "claim"); its badge is counted
+     * only the first time.  Marks older than "cutoff" count as absent; the
+     * key lives "ttl" ms after its last claim.  Looked up and claimed in
+     * one ZMSCORE and one ZADD per call, not per device: the msg_id's cost
+     * is a few commands per batch of users.
      */
     ngx_string(
     "local inc, res, msg = ARGV[1] == '1', {}, ARGV[2]\n"
-    "local n, now, cutoff, trim = #KEYS\n"
+    "local n, todo, now, cutoff, m = #KEYS, {}\n"
     "if msg then\n"
-    "  n, now, cutoff = n / 2, tonumber(ARGV[3]), tonumber(ARGV[5])\n"
-    "  trim = math.floor(now / 1000) % 16\n"
+    "  n, now, cutoff = n - 1, tonumber(ARGV[3]), tonumber(ARGV[5])\n"
+    "  m = KEYS[n + 1]\n"
+    "end\n"
+    "local function count(j, t)\n"
+    "  local k = KEYS[j]\n"
+    "  local v = redis.pcall('HINCRBY', k, 'b:' .. t, 1)\n"
+    "  if type(v) ~= 'number' then\n"
+    "    v = 1\n"
+    "    redis.call('HSET', k, 'b:' .. t, v)\n"
+    "  end\n"
+    "  local all = res[j]\n"
+    "  all[#all + 1] = 'n:' .. t\n"
+    "  all[#all + 1] = v\n"
     "end\n"
     "for j = 1, n do\n"
-    "  local k = KEYS[j]\n"
-    "  local all = redis.pcall('HGETALL', k)\n"
+    "  local all = redis.pcall('HGETALL', KEYS[j])\n"
     "  if all.err then\n"
     "    res[j] = false\n"
-    "  elseif inc or msg then\n"
-    "    local len, fg, m, claimed = #all\n"
-    "    if msg then\n"
-    "      m = KEYS[n + j]\n"
-    "    end\n"
-    "    for i = 1, len, 2 do\n"
-    "      local a, b = string.byte(all[i], 1, 2)\n"
-    "      if a == 102 and b == 58 then\n"
-    "        fg = fg or {}\n"
-    "        fg[string.sub(all[i], 3)] = true\n"
+    "  else\n"
+    "    res[j] = all\n"
+    "    if inc or msg then\n"
+    "      local len, fg = #all\n"
+    "      for i = 1, len, 2 do\n"
+    "        local a, b = string.byte(all[i], 1, 2)\n"
+    "        if a == 102 and b == 58 then\n"
+    "          fg = fg or {}\n"
+    "          fg[string.sub(all[i], 3)] = true\n"
+    "        end\n"
     "      end\n"
-    "    end\n"
-    "    for i = 1, len, 2 do\n"
-    "      local a, b = string.byte(all[i], 1, 2)\n"
-    "      if a == 116 and b == 58 then\n"
-    "        local t = string.sub(all[i], 3)\n"
-    "        if not (fg and fg[t]) then\n"
-    "          local count = inc\n"
-    "          if m then\n"
-    "            local mb = t .. ':' .. msg\n"
-    "            if redis.pcall('ZADD', m, 'NX', ARGV[4], mb) == 1 then\n"
-    "              claimed = true\n"
+    "      for i = 1, len, 2 do\n"
+    "        local a, b = string.byte(all[i], 1, 2)\n"
+    "        if a == 116 and b == 58 then\n"
+    "          local t = string.sub(all[i], 3)\n"
+    "          if not (fg and fg[t]) then\n"
+    "            if m then\n"
+    "              todo[#todo + 1] = j\n"
+    "              todo[#todo + 1] = t\n"
     "            else\n"
-    "              local s = redis.pcall('ZSCORE', m, mb)\n"
-    "              if type(s) == 'table' then\n"
-    "                s = nil\n"
-    "              end\n"
-    "              if s and tonumber(s) < cutoff then\n"
-    "                s = nil\n"
-    "              end\n"
-    "              if s then\n"
-    "                s = tonumber(s)\n"
-    "                local st = s % 4\n"
-    "                if st == 0 or (st == 1 and (s - st) / 4 > now) then\n"
-    "                  count = nil\n"
-    "                  all[#all + 1] = 'd:' .. t\n"
-    "                  all[#all + 1] = 1\n"
-    "                else\n"
-    "                  count = false\n"
-    "                end\n"
-    "              end\n"
-    "              if count ~= nil then\n"
-    "                redis.pcall('ZADD', m, ARGV[4], mb)\n"
-    "                claimed = true\n"
-    "              end\n"
+    "              count(j, t)\n"
     "            end\n"
-    "          end\n"
-    "          if count then\n"
-    "            local v = redis.pcall('HINCRBY', k, 'b:' .. t, 1)\n"
-    "            if type(v) ~= 'number' then\n"
-    "              v = 1\n"
-    "              redis.call('HSET', k, 'b:' .. t, v)\n"
-    "            end\n"
-    "            all[#all + 1] = 'n:' .. t\n"
-    "            all[#all + 1] = v\n"
     "          end\n"
     "        end\n"
     "      end\n"
     "    end\n"
-    "    if claimed then\n"
-    "      if k:byte(-2) % 16 == trim then\n"
-    "        redis.pcall('ZREMRANGEBYSCORE', m, '-inf', '(' .. ARGV[5])\n"
-    "      end\n"
-    "      redis.pcall('PEXPIRE', m, ARGV[6])\n"
+    "  end\n"
+    "end\n"
+    "for c = 1, #todo, 1000 do\n"
+    "  local last, mb, add = math.min(c + 999, #todo), {}, {}\n"
+    "  for i = c, last, 2 do\n"
+    "    mb[#mb + 1] = todo[i + 1] .. ':' .. KEYS[todo[i]]\n"
+    "  end\n"
+    "  local sc = redis.pcall('ZMSCORE', m, unpack(mb))\n"
+    "  if sc.err then\n"
+    "    sc = {}\n"
+    "  end\n"
+    "  for i = c, last, 2 do\n"
+    "    local x = (i - c) / 2 + 1\n"
+    "    local j, t, s, cnt = todo[i], todo[i + 1], tonumber(sc[x]), inc\n"
+    "    if s and s < cutoff then\n"
+    "      s = nil\n"
     "    end\n"
-    "    res[j] = all\n"
-    "  else\n"
-    "    res[j] = all\n"
+    "    if s then\n"
+    "      local st = s % 4\n"
+    "      if st == 0 or (st == 1 and (s - st) / 4 > now) then\n"
+    "        cnt = nil\n"
+    "        local all = res[j]\n"
+    "        all[#all + 1] = 'd:' .. t\n"
+    "        all[#all + 1] = 1\n"
+    "      else\n"
+    "        cnt = false\n"
+    "      end\n"
+    "    end\n"
+    "    if cnt ~= nil then\n"
+    "      add[#add + 1] = ARGV[4]\n"
+    "      add[#add + 1] = mb[x]\n"
+    "      if cnt then\n"
+    "        count(j, t)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  if #add > 0 then\n"
+    "    redis.pcall('ZADD', m, unpack(add))\n"
+    "    redis.pcall('PEXPIRE', m, ARGV[6])\n"
     "  end\n"
     "end\n"
     "return res\n"),
@@ -467,21 +474,6 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "           'f:' .. t)\n"
     "return 1\n"),
 
-    /*
-     * MARK msg_id sent failed tokens... -> the outcome of the devices a
-     * PUSH claimed, one message key per user: for key j, ARGV[3 + j] is
-     * its devices, "+<token>" sent or "-<token>" failed, space separated.
-     * Only marks still there are changed (XX).
-     */
-    ngx_string(
-    "local msg = ARGV[1]\n"
-    "for j = 1, #KEYS do\n"
-    "  for s, t in string.gmatch(ARGV[3 + j], '([+-])(%x+)') do\n"
-    "    redis.pcall('ZADD', KEYS[j], 'XX', s == '+' and ARGV[2] or ARGV[3],\n"
-    "                t .. ':' .. msg)\n"
-    "  end\n"
-    "end\n"
-    "return 1\n")
 };
 
 
@@ -960,13 +952,13 @@ ngx_http_timpush_store_token_key(ngx_pool_t *pool, ngx_str_t *token,
 }
 
 
-/* a user's msg_id marks: "<prefix>:m:{<user>}", the hash's slot */
+/* a msg_id's marks: "<prefix>:m:{<msg_id>}" */
 
 ngx_int_t
-ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *user,
+ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *msg_id,
     ngx_str_t *key)
 {
-    return ngx_http_timpush_store_make_key(pool, 'm', user, key);
+    return ngx_http_timpush_store_make_key(pool, 'm', msg_id, key);
 }
 
 

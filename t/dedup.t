@@ -194,7 +194,7 @@ Test::More::is(::entries($res), 'm5:duplicate', 'within the window: skipped');
 select undef, undef, undef, 1.2;
 $res = ::push_(to => 'm5', msg_id => 'w');
 Test::More::is(::entries($res), 'm5:c5c5:200=2', 'after it: sent, counted');
-my $ttl = ::redis_cmd('PTTL', "$Timpush::Test::prefix:m:{m5}");
+my $ttl = ::redis_cmd('PTTL', "$Timpush::Test::prefix:m:{w}");
 # the window, then a lease: timpush_apns_timeout and Redis's timeout
 # (10 s and 2 s; 60 s and 30 s under valgrind, see Timpush::Test)
 my $lease = $ENV{TEST_NGINX_USE_VALGRIND} ? 90000 : 12000;
@@ -218,12 +218,12 @@ my %mark = (a6 => ($now + 60000) * 4 + 1,    # being sent, lease ahead
             b6 => ($now - 1000) * 4 + 1,     # being sent, lease over
             c6 => ($now - 1000) * 4 + 2,     # failed
             d6 => ($now - 1000) * 4);        # sent
-::redis_cmd('ZADD', "$p:m:{s$_}", $mark{$_}, "$t{$_}:k6") for keys %mark;
+::redis_cmd('ZADD', "$p:m:{k6}", $mark{$_}, "$t{$_}:$p:u:{s$_}") for keys %mark;
 ::redis_cmd('HSET', "$p:u:{s$_}", "b:$t{$_}", 5) for keys %mark;
 my $res = ::push_(to => [map { "s$_" } sort keys %t], msg_id => 'k6');
 Test::More::is(::entries($res), 'sa6:duplicate sb6:b600:200=5 sc6:c600:200=5 sd6:duplicate',
                'in flight and sent: skipped; lease over and failed: sent, no badge counted');
-my $s = ::redis_cmd('ZSCORE', "$p:m:{sb6}", "$t{b6}:k6");
+my $s = ::redis_cmd('ZSCORE', "$p:m:{k6}", "$t{b6}:$p:u:{sb6}");
 Test::More::is($s % 4, 0, 'then marked sent');
 --- request
 GET /v1/users/sc6/devices
