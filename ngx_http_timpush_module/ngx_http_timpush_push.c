@@ -36,7 +36,7 @@
 #define NGX_HTTP_TIMPUSH_PUSH_MARKS     256     /* see push_mark_soon() */
 
 
-/* one ZADD XX: the outcome of some devices (msg_id) */
+/* one HSET or PEXPIRE: the outcome of some devices (msg_id) */
 
 typedef struct {
     ngx_http_timpush_push_t            *push;
@@ -1356,11 +1356,12 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
 
 
 /*
- * The devices answered and not marked yet, in ZADD XX calls (not a
- * script: Redis's own code, no Lua per device) of at most
+ * The devices answered and not marked yet, in HSET calls (not a script:
+ * Redis's own code, no Lua per device) of at most
  * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX devices and NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE
- * bytes of members: "<token>:<user key>", the members the PUSH script
- * claimed, scored sent or failed.  Only marks still there are changed.
+ * bytes of fields: "<token>:<user key>", the fields the PUSH script
+ * claimed, set to sent or failed; each followed by the PEXPIRE the PUSH
+ * script gives (a key gone meanwhile is not left without one).
  */
 
 #define NGX_HTTP_TIMPUSH_PUSH_MARK_MAX   1024
@@ -1387,9 +1388,9 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
     count = push->unmarked;
     push->unmarked = 0;
 
-    /* ZADD key XX, score member..., then the two scores, then the members */
+    /* HSET key, field value..., then the two values, then the fields */
 
-    args = ngx_alloc((3 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX)
+    args = ngx_alloc((2 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX)
                      * sizeof(ngx_str_t)
                      + 2 * NGX_INT64_LEN + NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE,
                      push->log);
@@ -1397,11 +1398,10 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
         return;
     }
 
-    ngx_str_set(&args[0], "ZADD");
+    ngx_str_set(&args[0], "HSET");
     args[1] = push->mkey;
-    ngx_str_set(&args[2], "XX");
 
-    p = (u_char *) &args[3 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX];
+    p = (u_char *) &args[2 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX];
 
     tp = ngx_timeofday();
     now = ((int64_t) tp->sec * 1000 + tp->msec) * 4;
@@ -1486,14 +1486,14 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
 
         /* sent (a 200), or failed: a repeat sends it again */
 
-        args[3 + 2 * n] =
-            score[(dn->unknown || dn->note.status != NGX_HTTP_OK)];
-
-        args[4 + 2 * n].data = p;
+        args[2 + 2 * n].data = p;
         p = ngx_cpymem(p, dn->note.token.data, dn->note.token.len);
         *p++ = ':';
         p = ngx_cpymem(p, rcpt->key.data, rcpt->key.len);
-        args[4 + 2 * n].len = p - args[4 + 2 * n].data;
+        args[2 + 2 * n].len = p - args[2 + 2 * n].data;
+
+        args[3 + 2 * n] =
+            score[(dn->unknown || dn->note.status != NGX_HTTP_OK)];
         n++;
     }
 
@@ -1505,34 +1505,43 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
 }
 
 
-/* the store copies the arguments */
+/* HSET, then PEXPIRE; the store copies the arguments */
 
 static void
 ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
     ngx_str_t *args, ngx_uint_t n)
 {
     ngx_int_t                 rc;
+    ngx_str_t                 expire[3];
+    ngx_uint_t                i;
     ngx_http_timpush_mark_t  *mark;
 
-    mark = ngx_palloc(push->pool, sizeof(ngx_http_timpush_mark_t));
-    if (mark == NULL) {
-        return;
+    ngx_str_set(&expire[0], "PEXPIRE");
+    expire[1] = push->mkey;
+    expire[2] = push->args[5];
+
+    for (i = 0; i < 2; i++) {
+        mark = ngx_palloc(push->pool, sizeof(ngx_http_timpush_mark_t));
+        if (mark == NULL) {
+            return;
+        }
+
+        mark->push = push;
+
+        rc = ngx_http_timpush_store_command(0, i ? expire : args,
+                                            i ? 3 : 2 + 2 * n,
+                                            push->tmcf->redis.timeout,
+                                            ngx_http_timpush_push_marked,
+                                            mark, &mark->cmd);
+        if (rc != NGX_OK) {
+            mark->cmd = NULL;
+            ngx_http_timpush_push_marked(mark, NULL, rc);
+            return;
+        }
+
+        ngx_queue_insert_tail(&push->marking, &mark->queue);
+        push->pending++;
     }
-
-    mark->push = push;
-
-    rc = ngx_http_timpush_store_command(0, args, 3 + 2 * n,
-                                        push->tmcf->redis.timeout,
-                                        ngx_http_timpush_push_marked,
-                                        mark, &mark->cmd);
-    if (rc != NGX_OK) {
-        mark->cmd = NULL;
-        ngx_http_timpush_push_marked(mark, NULL, rc);
-        return;
-    }
-
-    ngx_queue_insert_tail(&push->marking, &mark->queue);
-    push->pending++;
 }
 
 

@@ -8,11 +8,12 @@
  * Every command has a deadline on an nginx timer; a reply that comes after
  * it is dropped.  The connection is re-made with backoff when it fails.
  *
- * A user's devices are one hash, "<prefix>:u:{<user>}", and the msg_id
- * marks one sorted set of the same slot, "<prefix>:m:{<user>}"; each token
- * has a reverse index, "<prefix>:t:{<token>}" (owner.c).  Each is changed
- * by Lua scripts (EVALSHA, with EVAL when Redis has forgotten the script):
- * atomic, one round trip each, and valid on Redis Cluster.
+ * A user's devices are one hash, "<prefix>:u:{<user>}"; each token has a
+ * reverse index, "<prefix>:t:{<token>}" (owner.c); each msg_id a hash of
+ * the devices it went to, "<prefix>:m:{<msg_id>}" (push.c).  They are
+ * changed by Lua scripts (EVALSHA, with EVAL when Redis has forgotten the
+ * script): atomic, one round trip each; the msg_id's marks by plain HSET
+ * too.
  */
 
 
@@ -213,14 +214,14 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
      * checking the fields is done by the caller (push.c).
      *
      * With a msg_id (DESIGN §12) the keys are the users' hashes, then the
-     * msg_id's marks, "<prefix>:m:{<msg_id>}": a sorted set, member
-     * "<token>:<user key>", score 4 * ms + state (0 sent at ms, 1 being
+     * msg_id's marks, "<prefix>:m:{<msg_id>}": a hash, field
+     * "<token>:<user key>", value 4 * ms + state (0 sent at ms, 1 being
      * sent until ms, 2 failed at ms).  A device sent, or being sent by a
      * push still within its time, is a duplicate: d:<token> = 1, nothing
      * counted.  Any other is claimed (score "claim"); its badge is counted
      * only the first time.  Marks older than "cutoff" count as absent; the
      * key lives "ttl" ms after its last claim.  Looked up and claimed in
-     * one ZMSCORE and one ZADD per call, not per device: the msg_id's cost
+     * one HMGET and one HSET per call, not per device: the msg_id's cost
      * is a few commands per batch of users.
      */
     ngx_string(
@@ -275,7 +276,7 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "end\n"
     "for c = 1, nd, 1000 do\n"
     "  local last, add = math.min(c + 999, nd), {}\n"
-    "  local sc = redis.pcall('ZMSCORE', m, unpack(mb, c, last))\n"
+    "  local sc = redis.pcall('HMGET', m, unpack(mb, c, last))\n"
     "  if sc.err then\n"
     "    sc = {}\n"
     "  end\n"
@@ -296,15 +297,15 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "      end\n"
     "    end\n"
     "    if cnt ~= nil then\n"
-    "      add[#add + 1] = ARGV[4]\n"
     "      add[#add + 1] = mb[i]\n"
+    "      add[#add + 1] = ARGV[4]\n"
     "      if cnt then\n"
     "        count(j, t)\n"
     "      end\n"
     "    end\n"
     "  end\n"
     "  if #add > 0 then\n"
-    "    redis.pcall('ZADD', m, unpack(add))\n"
+    "    redis.pcall('HSET', m, unpack(add))\n"
     "    redis.pcall('PEXPIRE', m, ARGV[6])\n"
     "  end\n"
     "end\n"
