@@ -161,11 +161,24 @@ Timpush::Push::register("f$_", $t[$_ - 1], 1001) for 1 .. 4;
 my $peer = Timpush::H2Peer::start(port => $port, mode => 'normal', hold => 1.5);
 my $first = Timpush::Push::push_async({ %$::Text, to => [map { "f$_" } 1 .. 4],
                                        msg_id => 'slow-1' });
-Test::More::ok(Timpush::H2Peer::wait_for($peer, sub { 4 == grep { $_->{ev} eq 'req' } @_ }, 5),
-               'the first push is in flight');
+# (the peer logs a held request only when it answers it: in flight is
+# read from the marks, each "being sent" until answered)
+my $mkey = "$Timpush::Test::prefix:m:{slow-1}";
+my $claimed = sub {
+    my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
+    return 4 == grep { $_ % 4 == 1 } values %m;
+};
+my $until = Time::HiRes::time() + 5;
+Time::HiRes::sleep(0.01) until $claimed->() || Time::HiRes::time() > $until;
+Test::More::ok($claimed->(), 'the first push: its 4 devices claimed, none answered');
+# claimed, nothing answered yet: the marks already expire (a push cut
+# short here leaves nothing that lives for ever)
+my $pttl = ::redis_cmd('PTTL', $mkey);
+Test::More::ok($pttl > 0, "the claims expire ($pttl ms)");
 my $t0 = Time::HiRes::time();
 my $res = ::push_(to => [map { "f$_" } 1 .. 4], msg_id => 'slow-1');
 Test::More::cmp_ok(Time::HiRes::time() - $t0, '<', 1.2, 'the retry is answered at once');
+Test::More::ok($claimed->(), 'the first push was still in flight then');
 Test::More::is(::entries($res), 'f1:duplicate f2:duplicate f3:duplicate f4:duplicate',
                'the retry: every recipient skipped');
 my ($status, $r1) = Timpush::Push::push_wait($first);
