@@ -106,7 +106,7 @@ struct ngx_http_timpush_push_s {
     ngx_str_t                           args[6];     /* PUSH's */
     ngx_str_t                           mkey;        /* msg_id marks */
     ngx_uint_t                          nargs;
-    ngx_queue_t                         marking;     /* MARK calls out */
+    ngx_queue_t                         marking;     /* HSET, PEXPIRE out */
     ngx_uint_t                          unmarked;    /* devices to mark */
     ngx_http_timpush_device_note_t    **tomark;      /* which */
     ngx_event_t                         markev;      /* marks, soon */
@@ -119,6 +119,7 @@ struct ngx_http_timpush_push_s {
     unsigned                            answered:1;
     unsigned                            dedup:1;     /* with a msg_id */
     unsigned                            marked:1;
+    unsigned                            remark:1;    /* last marks, again */
 };
 
 
@@ -151,7 +152,7 @@ static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
 static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push,
     ngx_uint_t all);
 static void ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
-    ngx_str_t *args, ngx_uint_t n);
+    ngx_str_t *args, ngx_http_timpush_device_note_t **dns, ngx_uint_t n);
 static void ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
     ngx_http_timpush_device_note_t *dn);
 static void ngx_http_timpush_push_mark_handler(ngx_event_t *ev);
@@ -1316,9 +1317,9 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
 
 
 /*
- * Each device the push claimed is marked sent ("+", a 200) or failed ("-",
- * any other outcome: a push of the msg_id again sends it, its badge not
- * counted again) as soon as its outcome is known, a few at a time (every
+ * Each device the push claimed is marked sent (a 200) or failed (any other
+ * outcome: a push of the msg_id again sends it, its badge not counted
+ * again) as soon as its outcome is known, a few at a time (every
  * NGX_HTTP_TIMPUSH_PUSH_MARKS devices, or after NGX_HTTP_TIMPUSH_PUSH_WAIT
  * ms): a push cut short (its worker killed) leaves only the devices still
  * in flight "being sent", and a repeat skips those that got it.
@@ -1351,6 +1352,14 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
 {
     ngx_http_timpush_push_t *push = ev->data;
 
+    if (push->remark) {
+        /* the last marks found Redis full: now again */
+        push->remark = 0;
+        push->pending--;
+        ngx_http_timpush_push_done(push);
+        return;
+    }
+
     ngx_http_timpush_push_mark(push, 0);
 }
 
@@ -1361,7 +1370,9 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
  * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX devices and NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE
  * bytes of fields: "<token>:<user key>", the fields the PUSH script
  * claimed, set to sent or failed; each followed by the PEXPIRE the PUSH
- * script gives (a key gone meanwhile is not left without one).
+ * script gives (a key gone meanwhile is not left without one).  Devices
+ * whose marks could not be queued (Redis full, or not there) are left to
+ * the last marks of the push.
  */
 
 #define NGX_HTTP_TIMPUSH_PUSH_MARK_MAX   1024
@@ -1375,7 +1386,8 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
     size_t                           need;
     int64_t                          now;
     ngx_str_t                       *args, score[2];
-    ngx_uint_t                       b, i, j, k, n, count;
+    ngx_uint_t                       b, i, j, k, n, count, max;
+    ngx_http_timpush_device_note_t **dns;
     ngx_time_t                      *tp;
     ngx_http_timpush_batch_t        *batch;
     ngx_http_timpush_recipient_t    *rcpt;
@@ -1388,10 +1400,20 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
     count = push->unmarked;
     push->unmarked = 0;
 
-    /* HSET key, field value..., then the two values, then the fields */
+    max = all ? NGX_HTTP_TIMPUSH_PUSH_MARK_MAX
+              : ngx_min(count, NGX_HTTP_TIMPUSH_PUSH_MARK_MAX);
 
-    args = ngx_alloc((2 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX)
-                     * sizeof(ngx_str_t)
+    if (max == 0) {
+        return;
+    }
+
+    /*
+     * HSET key, field value..., the devices of those fields, the two
+     * values, the fields
+     */
+
+    args = ngx_alloc((2 + 2 * max) * sizeof(ngx_str_t)
+                     + max * sizeof(ngx_http_timpush_device_note_t *)
                      + 2 * NGX_INT64_LEN + NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE,
                      push->log);
     if (args == NULL) {
@@ -1401,7 +1423,8 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
     ngx_str_set(&args[0], "HSET");
     args[1] = push->mkey;
 
-    p = (u_char *) &args[2 + 2 * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX];
+    dns = (ngx_http_timpush_device_note_t **) &args[2 + 2 * max];
+    p = (u_char *) &dns[max];
 
     tp = ngx_timeofday();
     now = ((int64_t) tp->sec * 1000 + tp->msec) * 4;
@@ -1469,10 +1492,8 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
 
         need = 1 + dn->note.token.len + rcpt->key.len;
 
-        if (n == NGX_HTTP_TIMPUSH_PUSH_MARK_MAX
-            || (n && (size_t) (last - p) < need))
-        {
-            ngx_http_timpush_push_mark_send(push, args, n);
+        if (n == max || (n && (size_t) (last - p) < need)) {
+            ngx_http_timpush_push_mark_send(push, args, dns, n);
             n = 0;
             p = start;
         }
@@ -1483,6 +1504,7 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
         }
 
         dn->marked = 1;
+        dns[n] = dn;
 
         /* sent (a 200), or failed: a repeat sends it again */
 
@@ -1498,7 +1520,7 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
     }
 
     if (n) {
-        ngx_http_timpush_push_mark_send(push, args, n);
+        ngx_http_timpush_push_mark_send(push, args, dns, n);
     }
 
     ngx_free(args);
@@ -1509,7 +1531,7 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
 
 static void
 ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
-    ngx_str_t *args, ngx_uint_t n)
+    ngx_str_t *args, ngx_http_timpush_device_note_t **dns, ngx_uint_t n)
 {
     ngx_int_t                 rc;
     ngx_str_t                 expire[3];
@@ -1520,10 +1542,15 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
     expire[1] = push->mkey;
     expire[2] = push->args[5];
 
-    for (i = 0; i < 2; i++) {
+    /* both or neither */
+
+    rc = ngx_http_timpush_store_room(2);
+
+    for (i = 0; rc == NGX_OK && i < 2; i++) {
         mark = ngx_palloc(push->pool, sizeof(ngx_http_timpush_mark_t));
         if (mark == NULL) {
-            return;
+            rc = NGX_ERROR;
+            break;
         }
 
         mark->push = push;
@@ -1534,13 +1561,45 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
                                             ngx_http_timpush_push_marked,
                                             mark, &mark->cmd);
         if (rc != NGX_OK) {
-            mark->cmd = NULL;
-            ngx_http_timpush_push_marked(mark, NULL, rc);
-            return;
+            break;
         }
 
         ngx_queue_insert_tail(&push->marking, &mark->queue);
         push->pending++;
+    }
+
+    if (i == 0) {
+        /* nothing queued: these devices go with the push's last marks */
+
+        for (i = 0; i < n; i++) {
+            dns[i]->marked = 0;
+        }
+
+        if (push->marked && rc == NGX_BUSY) {
+
+            /*
+             * the last marks, and Redis full: the push waits for room (its
+             * answer with it), as its prunes do
+             */
+
+            push->marked = 0;
+
+            if (!push->remark) {
+                push->remark = 1;
+                push->pending++;
+                ngx_add_timer(&push->markev, NGX_HTTP_TIMPUSH_PUSH_WAIT);
+            }
+
+        } else if (push->marked) {
+            /* Redis away: a repeat sends them after the lease */
+
+            ngx_log_error(NGX_LOG_WARN, push->log, 0,
+                          "timpush: msg_id \"%V\": the outcome of %ui "
+                          "devices could not be kept (%s): a push of it "
+                          "again skips them until its deadline has passed, "
+                          "and sends them after", &push->msg.msg_id, n,
+                          ngx_http_timpush_store_strerror(rc));
+        }
     }
 }
 

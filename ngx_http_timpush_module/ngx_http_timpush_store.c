@@ -1404,6 +1404,8 @@ ngx_http_timpush_store_strerror(ngx_int_t rc)
         return "Redis did not answer in time; retry later";
     case NGX_ERROR:
         return "Redis answered an error; see the error log";
+    case NGX_BUSY:
+        return "too many commands are waiting for Redis (max_pending)";
     default:
         return "Redis is not reachable; retry later";
     }

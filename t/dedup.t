@@ -27,6 +27,8 @@ CONF
     }
 });
 
+our $MkPrefix = sprintf 'mk%d_%d', $$, int(rand 1e9);
+
 our $Text = { from => { nickname => 'Denny' },
               elems => [{ type => 'text', text => 'lunch?' }] };
 
@@ -324,3 +326,64 @@ GET /v1/users/m10/devices
 "badge":1,.*"badge":1,
 --- no_error_log
 [error]
+
+
+
+=== TEST 11: Redis full (max_pending) when a push's last marks are written: the push waits for room, none is lost: a repeat after the lease sends nothing
+--- http_config eval
+"timpush_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=$::MkPrefix"
+. " timeout=3s max_pending=2;\ntimpush_apns_timeout 2s;\n"
+. "upstream h2peer { server 127.0.0.1:$ENV{TEST_NGINX_PEER_PORT}; }\n"
+. "timpush_apns_upstream sandbox h2peer;\ntimpush_apns_upstream production h2peer;\n"
+--- init
+my $port = $ENV{TEST_NGINX_PEER_PORT};
+my @t = Timpush::Push::register_many('mb', 32, 1001, undef, 0xb1000000);
+my $mkey = "$::MkPrefix:m:{busy-1}";
+my $claimed = sub {
+    my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
+    return 32 == grep { $_ % 4 == 1 } values %m;
+};
+# APNs answers 1 s after the last stream
+my $peer = Timpush::H2Peer::start(port => $port, mode => 'normal', hold => 1);
+my $t0 = Time::HiRes::time();
+my $first = Timpush::Push::push_async({ %$::Text, to => [map { "mb$_" } 0 .. 31],
+                                       msg_id => 'busy-1' });
+my $until = $t0 + 5;
+Time::HiRes::sleep(0.01) until $claimed->() || Time::HiRes::time() > $until;
+Test::More::ok($claimed->(), 'the first push: 32 devices claimed, none answered');
+# Redis takes no write for 1.5 s, and two registrations take both of the
+# worker's places (max_pending=2) meanwhile: the answers of APNs come
+# while there is no room for their marks
+::redis_cmd('CLIENT', 'PAUSE', 1500, 'WRITE');
+my @reg = map {
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ENV{TEST_NGINX_SERVER_PORT}")
+        or die "connect: $!";
+    my $b = '{"business_id":1001}';
+    print $s "PUT /v1/users/mr$_/devices/" . sprintf('%064x', 0xb2000000 + $_)
+             . " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+             . "Content-Length: " . length($b) . "\r\n\r\n$b";
+    $s;
+} 1 .. 2;
+my ($status, $r1) = Timpush::Push::push_wait($first);
+Test::More::is("$status $r1->{sent}", '200 32', 'the first push: 32 sent');
+for my $s (@reg) {
+    local $/;
+    my $in = <$s>;
+    Test::More::like($in, qr{^HTTP/1\.1 200 }, 'a registration made while Redis was paused');
+}
+# past the lease (the push's start + timpush_apns_timeout + Redis's
+# timeout): a device still "being sent" would be sent again
+my $wait = $t0 + 5.5 - Time::HiRes::time();
+Time::HiRes::sleep($wait) if $wait > 0;
+my $res = ::push_(to => [map { "mb$_" } 0 .. 31], msg_id => 'busy-1');
+Test::More::is($res->{sent} . '/' . $res->{skipped}, '0/32',
+               'the repeat: every device skipped');
+my %req = Timpush::H2Peer::requests($peer);
+Timpush::H2Peer::stop($peer);
+Test::More::is_deeply(\%req, { map { $_ => 1 } @t }, 'APNs got each device once');
+--- request
+GET /v1/users/mb7/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log eval
+[qr/\[error\](?!.*(?:ConnectionFailed|Connection refused))/, 'could not be kept']
