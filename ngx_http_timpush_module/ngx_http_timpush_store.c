@@ -99,6 +99,12 @@ static void ngx_http_timpush_store_up(ngx_http_timpush_store_t *st,
     ngx_uint_t up);
 static void ngx_http_timpush_store_error(ngx_http_timpush_store_t *st,
     const char *kind);
+static ngx_http_timpush_store_cmd_t *ngx_http_timpush_store_alloc(
+    ngx_http_timpush_store_t *st, ngx_uint_t argc, size_t extra,
+    ngx_str_t *a, ngx_uint_t na, ngx_str_t *b, ngx_uint_t nb,
+    ngx_http_timpush_store_handler_pt handler, void *data, u_char **pp);
+static u_char *ngx_http_timpush_store_copy(ngx_http_timpush_store_cmd_t *cmd,
+    ngx_uint_t i, u_char *p, ngx_str_t *s, ngx_uint_t n);
 static ngx_int_t ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
     ngx_http_timpush_store_cmd_t **cmdp);
@@ -1034,8 +1040,6 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
     u_char                        *p;
-    size_t                         size;
-    ngx_uint_t                     i, argc;
     ngx_http_timpush_store_t      *st;
     ngx_http_timpush_store_cmd_t  *cmd;
 
@@ -1052,55 +1056,88 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     }
 
     /* EVALSHA|EVAL sha|script nkeys keys... args... */
-    argc = 3 + nkeys + nargs;
 
-    size = sizeof(ngx_http_timpush_store_cmd_t)
-           + argc * (sizeof(char *) + sizeof(size_t)) + NGX_INT_T_LEN + 1;
-
-    for (i = 0; i < nkeys; i++) {
-        size += keys[i].len + 1;
-    }
-
-    for (i = 0; i < nargs; i++) {
-        size += args[i].len + 1;
-    }
-
-    cmd = ngx_alloc(size, st->log);
+    cmd = ngx_http_timpush_store_alloc(st, 3 + nkeys + nargs, NGX_INT_T_LEN,
+                                       keys, nkeys, args, nargs, handler,
+                                       data, &p);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memzero(cmd, sizeof(ngx_http_timpush_store_cmd_t));
-
-    cmd->handler = handler;
-    cmd->data = data;
     cmd->script = script;
-    cmd->argc = argc;
-    cmd->argv = (const char **) (cmd + 1);
-    cmd->argvlen = (size_t *) (cmd->argv + argc);
-
-    p = (u_char *) (cmd->argvlen + argc);
 
     cmd->argv[2] = (char *) p;
     p = ngx_sprintf(p, "%ui", nkeys);
     cmd->argvlen[2] = p - (u_char *) cmd->argv[2];
     *p++ = '\0';
 
-    for (i = 0; i < nkeys; i++) {
-        cmd->argv[3 + i] = (char *) p;
-        cmd->argvlen[3 + i] = keys[i].len;
-        p = ngx_cpymem(p, keys[i].data, keys[i].len);
-        *p++ = '\0';
-    }
-
-    for (i = 0; i < nargs; i++) {
-        cmd->argv[3 + nkeys + i] = (char *) p;
-        cmd->argvlen[3 + nkeys + i] = args[i].len;
-        p = ngx_cpymem(p, args[i].data, args[i].len);
-        *p++ = '\0';
-    }
+    p = ngx_http_timpush_store_copy(cmd, 3, p, keys, nkeys);
+    ngx_http_timpush_store_copy(cmd, 3 + nkeys, p, args, nargs);
 
     return ngx_http_timpush_store_queue(st, cmd, st->conf->timeout, cmdp);
+}
+
+
+/*
+ * A command of argc arguments in one allocation: room for "extra" bytes
+ * and the two lists' strings, each with its NUL; *pp where they go.
+ */
+
+static ngx_http_timpush_store_cmd_t *
+ngx_http_timpush_store_alloc(ngx_http_timpush_store_t *st, ngx_uint_t argc,
+    size_t extra, ngx_str_t *a, ngx_uint_t na, ngx_str_t *b, ngx_uint_t nb,
+    ngx_http_timpush_store_handler_pt handler, void *data, u_char **pp)
+{
+    size_t                         size;
+    ngx_uint_t                     i;
+    ngx_http_timpush_store_cmd_t  *cmd;
+
+    size = sizeof(ngx_http_timpush_store_cmd_t)
+           + argc * (sizeof(char *) + sizeof(size_t)) + extra + 1;
+
+    for (i = 0; i < na; i++) {
+        size += a[i].len + 1;
+    }
+
+    for (i = 0; i < nb; i++) {
+        size += b[i].len + 1;
+    }
+
+    cmd = ngx_alloc(size, st->log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_timpush_store_cmd_t));
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->argc = argc;
+    cmd->argv = (const char **) (cmd + 1);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+
+    *pp = (u_char *) (cmd->argvlen + argc);
+
+    return cmd;
+}
+
+
+/* n strings as arguments from the i-th on, each with its NUL */
+
+static u_char *
+ngx_http_timpush_store_copy(ngx_http_timpush_store_cmd_t *cmd, ngx_uint_t i,
+    u_char *p, ngx_str_t *s, ngx_uint_t n)
+{
+    ngx_uint_t  j;
+
+    for (j = 0; j < n; j++) {
+        cmd->argv[i + j] = (char *) p;
+        cmd->argvlen[i + j] = s[j].len;
+        p = ngx_cpymem(p, s[j].data, s[j].len);
+        *p++ = '\0';
+    }
+
+    return p;
 }
 
 
@@ -1146,8 +1183,6 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
     u_char                        *p;
-    size_t                         size;
-    ngx_uint_t                     i;
     ngx_http_timpush_store_t      *st;
     ngx_http_timpush_store_cmd_t  *cmd;
 
@@ -1161,35 +1196,15 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
         return NGX_BUSY;
     }
 
-    size = sizeof(ngx_http_timpush_store_cmd_t)
-           + argc * (sizeof(char *) + sizeof(size_t));
-
-    for (i = 0; i < argc; i++) {
-        size += argv[i].len + 1;
-    }
-
-    cmd = ngx_alloc(size, st->log);
+    cmd = ngx_http_timpush_store_alloc(st, argc, 0, argv, argc, NULL, 0,
+                                       handler, data, &p);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memzero(cmd, sizeof(ngx_http_timpush_store_cmd_t));
-
-    cmd->handler = handler;
-    cmd->data = data;
     cmd->script = NGX_HTTP_TIMPUSH_SCRIPT_LAST;    /* none */
-    cmd->argc = argc;
-    cmd->argv = (const char **) (cmd + 1);
-    cmd->argvlen = (size_t *) (cmd->argv + argc);
 
-    p = (u_char *) (cmd->argvlen + argc);
-
-    for (i = 0; i < argc; i++) {
-        cmd->argv[i] = (char *) p;
-        cmd->argvlen[i] = argv[i].len;
-        p = ngx_cpymem(p, argv[i].data, argv[i].len);
-        *p++ = '\0';
-    }
+    ngx_http_timpush_store_copy(cmd, 0, p, argv, argc);
 
     return ngx_http_timpush_store_queue(st, cmd, timeout, cmdp);
 }
