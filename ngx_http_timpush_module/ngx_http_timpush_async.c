@@ -133,6 +133,7 @@ static void ngx_http_timpush_async_give_up(
 static void ngx_http_timpush_async_release(
     ngx_http_timpush_async_push_t *ap);
 static void ngx_http_timpush_async_flush(ngx_event_t *ev);
+static ngx_int_t ngx_http_timpush_async_write_hook(void *ctx);
 static ngx_int_t ngx_http_timpush_async_write(
     ngx_http_timpush_async_push_t *ap);
 static void ngx_http_timpush_async_written(void *data, redisReply *reply,
@@ -929,6 +930,7 @@ ngx_http_timpush_async_entry(redisReply *entry)
 
     ap->hooks.entry = ngx_http_timpush_async_record;
     ap->hooks.finished = ngx_http_timpush_async_tried;
+    ap->hooks.flush = ngx_http_timpush_async_write_hook;
     ap->hooks.ctx = ap;
 
     ap->flush.handler = ngx_http_timpush_async_flush;
@@ -1148,6 +1150,13 @@ static void
 ngx_http_timpush_async_flush(ngx_event_t *ev)
 {
     (void) ngx_http_timpush_async_write(ev->data);
+}
+
+
+static ngx_int_t
+ngx_http_timpush_async_write_hook(void *ctx)
+{
+    return ngx_http_timpush_async_write(ctx);
 }
 
 

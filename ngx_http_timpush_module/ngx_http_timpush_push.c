@@ -36,7 +36,7 @@
 #define NGX_HTTP_TIMPUSH_PUSH_MARKS     256     /* see push_mark_soon() */
 
 
-/* one HSET or PEXPIRE: the outcome of some devices (msg_id) */
+/* one HSET or PEXPIRE: the outcome of some claims (msg_id) */
 
 typedef struct {
     ngx_http_timpush_push_t            *push;
@@ -52,13 +52,13 @@ typedef struct {
     ngx_uint_t                          business_id;
     int64_t                             badge;
     int64_t                             registered_at;
+    ngx_uint_t                          idx;         /* in its claim, 1.. */
     ngx_http_timpush_store_cmd_t       *prune;
     ngx_http_timpush_owner_t           *owner;       /* pruned: its index */
     u_char                              digits[NGX_INT64_LEN];
     unsigned                            foreground:1;
     unsigned                            duplicate:1; /* got the msg_id */
     unsigned                            emitted:1;   /* to the hooks */
-    unsigned                            marked:1;    /* its msg_id mark */
     unsigned                            unknown:1;
     unsigned                            pending:1;
     unsigned                            removed:1;
@@ -82,6 +82,10 @@ typedef struct {
     ngx_http_timpush_recipient_t       *rcpts;
     ngx_uint_t                          nrcpts;
     ngx_http_timpush_store_cmd_t       *cmd;
+    int64_t                             claim;       /* msg_id: its number */
+    u_char                             *states;      /* one per device */
+    ngx_uint_t                          nclaimed;
+    unsigned                            dirty:1;     /* states to write */
 } ngx_http_timpush_batch_t;
 
 
@@ -107,8 +111,7 @@ struct ngx_http_timpush_push_s {
     ngx_str_t                           mkey;        /* msg_id marks */
     ngx_uint_t                          nargs;
     ngx_queue_t                         marking;     /* HSET, PEXPIRE out */
-    ngx_uint_t                          unmarked;    /* devices to mark */
-    ngx_http_timpush_device_note_t    **tomark;      /* which */
+    ngx_uint_t                          unmarked;    /* answers to mark */
     ngx_event_t                         markev;      /* marks, soon */
     ngx_array_t                         prunes;      /* waiting for room */
     int64_t                             started;     /* ms */
@@ -132,7 +135,10 @@ static ngx_uint_t ngx_http_timpush_push_window(ngx_http_timpush_push_t *push);
 static void ngx_http_timpush_push_read(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_push_devices(
-    ngx_http_timpush_recipient_t *rcpt, redisReply *reply);
+    ngx_http_timpush_recipient_t *rcpt, redisReply *reply,
+    ngx_uint_t *claimed);
+static void ngx_http_timpush_push_claim(ngx_http_timpush_batch_t *batch,
+    redisReply *reply, ngx_uint_t claimed);
 static ngx_http_timpush_device_note_t *ngx_http_timpush_push_find(
     ngx_http_timpush_recipient_t *rcpt, redisReply *field);
 static void ngx_http_timpush_push_sort(ngx_http_timpush_device_note_t *dn,
@@ -149,10 +155,11 @@ static void ngx_http_timpush_push_released(void *data,
     ngx_http_timpush_owner_t *o, ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     ngx_http_timpush_main_conf_t *tmcf);
-static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push,
-    ngx_uint_t all);
-static void ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
-    ngx_str_t *args, ngx_http_timpush_device_note_t **dns, ngx_uint_t n);
+static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
+static ngx_int_t ngx_http_timpush_push_mark_send(
+    ngx_http_timpush_push_t *push, ngx_str_t *args, ngx_uint_t nargs);
+static void ngx_http_timpush_push_unmarked(ngx_http_timpush_push_t *push,
+    ngx_int_t rc);
 static void ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
     ngx_http_timpush_device_note_t *dn);
 static void ngx_http_timpush_push_mark_handler(ngx_event_t *ev);
@@ -662,14 +669,17 @@ ngx_http_timpush_push_wait_handler(ngx_event_t *ev)
 }
 
 
-/* a batch of users read: one reply per user, in the order of the keys */
+/*
+ * A batch of users read: one reply per user, in the order of the keys;
+ * with a msg_id, then the claim's number and its count of devices.
+ */
 
 static void
 ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_timpush_batch_t *batch = data;
 
-    ngx_uint_t                       i, j;
+    ngx_uint_t                       i, j, claimed;
     ngx_http_timpush_push_t         *push;
     ngx_http_timpush_recipient_t    *rcpt;
 
@@ -680,7 +690,7 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
     /* the batch's own pending count is kept until its loop is over */
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != batch->nrcpts)
+        || reply->elements != batch->nrcpts + (push->dedup ? 2 : 0))
     {
         for (i = 0; i < batch->nrcpts; i++) {
             batch->rcpts[i].error = "store_unavailable";
@@ -691,14 +701,31 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
         return;
     }
 
+    /* every device known (and numbered in the claim) before any is sent */
+
+    claimed = 0;
+
     for (i = 0; i < batch->nrcpts; i++) {
         rcpt = &batch->rcpts[i];
 
-        if (ngx_http_timpush_push_devices(rcpt, reply->element[i]) != NGX_OK) {
+        if (ngx_http_timpush_push_devices(rcpt, reply->element[i],
+                                          push->dedup ? &claimed : NULL)
+            != NGX_OK)
+        {
             rcpt->ndevices = 0;
             rcpt->error = "store_unavailable";
-            continue;
+
+            /* its devices were claimed: the numbers after it are unknown */
+            claimed = NGX_MAX_INT_T_VALUE;
         }
+    }
+
+    if (push->dedup) {
+        ngx_http_timpush_push_claim(batch, reply, claimed);
+    }
+
+    for (i = 0; i < batch->nrcpts; i++) {
+        rcpt = &batch->rcpts[i];
 
         for (j = 0; j < rcpt->ndevices; j++) {
             ngx_http_timpush_push_device(rcpt, &rcpt->devices[j]);
@@ -711,13 +738,57 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
 
 
 /*
+ * The claim of a batch (msg_id): the devices the script claimed, one
+ * state each, "0" being sent, written back as APNs answers.  A claim this
+ * side cannot number as the script did is not written back: its devices
+ * stay "being sent" until the push's lease is over (a push of the msg_id
+ * then sends them again).
+ */
+
+static void
+ngx_http_timpush_push_claim(ngx_http_timpush_batch_t *batch,
+    redisReply *reply, ngx_uint_t claimed)
+{
+    redisReply               *id, *count;
+    ngx_http_timpush_push_t  *push;
+
+    push = batch->push;
+    id = reply->element[batch->nrcpts];
+    count = reply->element[batch->nrcpts + 1];
+
+    if (id->type != REDIS_REPLY_INTEGER || id->integer <= 0) {
+        return;
+    }
+
+    if (count->type != REDIS_REPLY_INTEGER
+        || count->integer != (long long) claimed)
+    {
+        ngx_log_error(NGX_LOG_WARN, push->log, 0,
+                      "timpush: msg_id \"%V\": claim %L of Redis does not "
+                      "match its devices: their outcome is not kept",
+                      &push->msg.msg_id, (int64_t) id->integer);
+        return;
+    }
+
+    batch->states = ngx_pnalloc(push->pool, claimed);
+    if (batch->states == NULL) {
+        return;
+    }
+
+    ngx_memset(batch->states, '0', claimed);
+    batch->nclaimed = claimed;
+    batch->claim = id->integer;
+}
+
+
+/*
  * One user's hash (t:, r:, b:, f: per token, then n: with the new
  * badges) into its devices, oldest registration first.
  */
 
 static ngx_int_t
 ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
-    redisReply *reply)
+    redisReply *reply, ngx_uint_t *claimed)
 {
     u_char                          *f;
     off_t                            v;
@@ -846,6 +917,20 @@ ngx_http_timpush_push_devices(ngx_http_timpush_recipient_t *rcpt,
             }
 
             break;
+        }
+    }
+
+    if (claimed) {
+        /* claimed in the order of the hash, as the script did */
+
+        for (i = 0; i < rcpt->ndevices; i++) {
+            dn = &rcpt->devices[i];
+
+            if (!dn->foreground && !dn->duplicate
+                && *claimed != NGX_MAX_INT_T_VALUE)
+            {
+                dn->idx = ++*claimed;
+            }
         }
     }
 
@@ -1250,10 +1335,9 @@ ngx_http_timpush_push_released(void *data, ngx_http_timpush_owner_t *o,
 
 /*
  * The PUSH script's arguments with a msg_id (see its comment in store.c):
- * marks are scored 4 * ms + state; a device being sent is so until the
- * push's deadline and Redis's own, its lease; marks older than the window
- * count as absent, and the msg_id's key lives the window and a lease
- * after its last claim.
+ * a device being sent is so until the push's deadline and Redis's own,
+ * its lease; marks older than the window count as absent, and the
+ * msg_id's key lives the window and a lease after its last claim.
  */
 
 static ngx_int_t
@@ -1288,12 +1372,11 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
             p = ngx_sprintf(p, "%L", push->started);
             break;
         case 3:
-            p = ngx_sprintf(p, "%L", (push->started + lease) * 4 + 1);
+            p = ngx_sprintf(p, "%L", push->started + lease);
             break;
         case 4:
             p = ngx_sprintf(p, "%L",
-                            (push->started - (int64_t) tmcf->dedup_window)
-                            * 4);
+                            push->started - (int64_t) tmcf->dedup_window);
             break;
         default:
             p = ngx_sprintf(p, "%L", (int64_t) tmcf->dedup_window + lease);
@@ -1301,12 +1384,6 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
         }
 
         push->args[i].len = p - push->args[i].data;
-    }
-
-    push->tomark = ngx_palloc(push->pool, NGX_HTTP_TIMPUSH_PUSH_MARKS
-                              * sizeof(ngx_http_timpush_device_note_t *));
-    if (push->tomark == NULL) {
-        return NGX_ERROR;
     }
 
     push->nargs = 6;
@@ -1319,25 +1396,36 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
 /*
  * Each device the push claimed is marked sent (a 200) or failed (any other
  * outcome: a push of the msg_id again sends it, its badge not counted
- * again) as soon as its outcome is known, a few at a time (every
- * NGX_HTTP_TIMPUSH_PUSH_MARKS devices, or after NGX_HTTP_TIMPUSH_PUSH_WAIT
+ * again) in its claim's states as soon as its outcome is known; the
+ * states changed are written a few answers at a time (every
+ * NGX_HTTP_TIMPUSH_PUSH_MARKS answers, or after NGX_HTTP_TIMPUSH_PUSH_WAIT
  * ms): a push cut short (its worker killed) leaves only the devices still
  * in flight "being sent", and a repeat skips those that got it.
  */
-
 
 static void
 ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
     ngx_http_timpush_device_note_t *dn)
 {
-    if (!push->dedup) {
+    ngx_http_timpush_batch_t  *batch;
+
+    if (!push->dedup || dn->idx == 0) {
         return;
     }
 
-    push->tomark[push->unmarked++] = dn;
+    batch = &push->batches[(dn->rcpt - push->rcpts)
+                           / NGX_HTTP_TIMPUSH_PUSH_BATCH];
 
-    if (push->unmarked == NGX_HTTP_TIMPUSH_PUSH_MARKS) {
-        ngx_http_timpush_push_mark(push, 0);
+    if (batch->states == NULL || dn->idx > batch->nclaimed) {
+        return;
+    }
+
+    batch->states[dn->idx - 1] =
+        (dn->unknown || dn->note.status != NGX_HTTP_OK) ? '2' : '1';
+    batch->dirty = 1;
+
+    if (++push->unmarked == NGX_HTTP_TIMPUSH_PUSH_MARKS) {
+        ngx_http_timpush_push_mark(push);
         return;
     }
 
@@ -1360,62 +1448,64 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_timpush_push_mark(push, 0);
+    ngx_http_timpush_push_mark(push);
 }
 
 
 /*
- * The devices answered and not marked yet, in HSET calls (not a script:
- * Redis's own code, no Lua per device) of at most
- * NGX_HTTP_TIMPUSH_PUSH_MARK_MAX devices and NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE
- * bytes of fields: "<token>:<user key>", the fields the PUSH script
- * claimed, set to sent or failed; each followed by the PEXPIRE the PUSH
- * script gives (a key gone meanwhile is not left without one).  Devices
- * whose marks could not be queued (Redis full, or not there) are left to
- * the last marks of the push.
+ * The claims whose states changed, in one HSET (not a script: Redis's own
+ * code, no Lua), "l:<claim>" = "<now>:<until>:<states>", followed by the
+ * PEXPIRE the PUSH script gives (a key gone meanwhile is not left without
+ * one).  Claims that could not be queued (Redis full, or not there) stay
+ * changed, for the next marks or the last of the push.
  */
 
-#define NGX_HTTP_TIMPUSH_PUSH_MARK_MAX   1024
-#define NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE  65536
-
-
 static void
-ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
+ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
 {
-    u_char                          *p, *last, *start;
-    size_t                           need;
-    int64_t                          now;
-    ngx_str_t                       *args, score[2];
-    ngx_uint_t                       b, i, j, k, n, count, max;
-    ngx_http_timpush_device_note_t **dns;
-    ngx_time_t                      *tp;
-    ngx_http_timpush_batch_t        *batch;
-    ngx_http_timpush_recipient_t    *rcpt;
-    ngx_http_timpush_device_note_t  *dn;
+    u_char                    *p;
+    size_t                     size;
+    ngx_int_t                  rc;
+    ngx_str_t                 *args;
+    ngx_uint_t                 b, n;
+    ngx_http_timpush_batch_t  *batch;
 
     if (push->markev.timer_set) {
         ngx_del_timer(&push->markev);
     }
 
-    count = push->unmarked;
     push->unmarked = 0;
 
-    max = all ? NGX_HTTP_TIMPUSH_PUSH_MARK_MAX
-              : ngx_min(count, NGX_HTTP_TIMPUSH_PUSH_MARK_MAX);
+    n = 0;
+    size = 0;
 
-    if (max == 0) {
+    for (b = 0; b < push->next; b++) {
+        batch = &push->batches[b];
+
+        if (batch->dirty) {
+            n++;
+            size += 2 + NGX_INT64_LEN + push->args[2].len + 1
+                    + push->args[3].len + 1 + batch->nclaimed;
+        }
+    }
+
+    if (n == 0) {
         return;
     }
 
-    /*
-     * HSET key, field value..., the devices of those fields, the two
-     * values, the fields
-     */
+    if (push->hooks && push->hooks->flush) {
+        rc = push->hooks->flush(push->hooks->ctx);
 
-    args = ngx_alloc((2 + 2 * max) * sizeof(ngx_str_t)
-                     + max * sizeof(ngx_http_timpush_device_note_t *)
-                     + 2 * NGX_INT64_LEN + NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE,
-                     push->log);
+        if (rc != NGX_OK) {
+            /* the entries first: the marks wait for the next time */
+            ngx_http_timpush_push_unmarked(push, rc);
+            return;
+        }
+    }
+
+    /* HSET key, field value..., then the fields and values */
+
+    args = ngx_alloc((2 + 2 * n) * sizeof(ngx_str_t) + size, push->log);
     if (args == NULL) {
         return;
     }
@@ -1423,115 +1513,46 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t all)
     ngx_str_set(&args[0], "HSET");
     args[1] = push->mkey;
 
-    dns = (ngx_http_timpush_device_note_t **) &args[2 + 2 * max];
-    p = (u_char *) &dns[max];
-
-    tp = ngx_timeofday();
-    now = ((int64_t) tp->sec * 1000 + tp->msec) * 4;
-
-    score[0].data = p;
-    p = ngx_sprintf(p, "%L", now);
-    score[0].len = p - score[0].data;
-    score[1].data = p;
-    p = ngx_sprintf(p, "%L", now + 2);
-    score[1].len = p - score[1].data;
-
-    start = p;
-    last = start + NGX_HTTP_TIMPUSH_PUSH_MARK_SIZE;
+    p = (u_char *) &args[2 + 2 * n];
     n = 0;
 
-    /*
-     * The devices answered since the last marks, or (all, the last marks
-     * of the push) every device claimed, answered and not marked yet.
-     */
+    for (b = 0; b < push->next; b++) {
+        batch = &push->batches[b];
 
-    b = 0;
-    i = 0;
-    j = 0;
-    k = 0;
-
-    for ( ;; ) {
-
-        if (!all) {
-            if (k == count) {
-                break;
-            }
-
-            dn = push->tomark[k++];
-            rcpt = dn->rcpt;
-
-        } else {
-            if (b == push->next) {
-                break;
-            }
-
-            batch = &push->batches[b];
-
-            if (i == batch->nrcpts) {
-                b++;
-                i = 0;
-                continue;
-            }
-
-            rcpt = &batch->rcpts[i];
-
-            if (j == rcpt->ndevices) {
-                i++;
-                j = 0;
-                continue;
-            }
-
-            dn = &rcpt->devices[j++];
-        }
-
-        if (dn->foreground || dn->duplicate || dn->pending
-            || dn->marked || dn->push == NULL)
-        {
+        if (!batch->dirty) {
             continue;
         }
-
-        need = 1 + dn->note.token.len + rcpt->key.len;
-
-        if (n == max || (n && (size_t) (last - p) < need)) {
-            ngx_http_timpush_push_mark_send(push, args, dns, n);
-            n = 0;
-            p = start;
-        }
-
-        if ((size_t) (last - p) < need) {
-            /* a key longer than all the room: not kept */
-            continue;
-        }
-
-        dn->marked = 1;
-        dns[n] = dn;
-
-        /* sent (a 200), or failed: a repeat sends it again */
 
         args[2 + 2 * n].data = p;
-        p = ngx_cpymem(p, dn->note.token.data, dn->note.token.len);
-        *p++ = ':';
-        p = ngx_cpymem(p, rcpt->key.data, rcpt->key.len);
+        p = ngx_sprintf(p, "l:%L", batch->claim);
         args[2 + 2 * n].len = p - args[2 + 2 * n].data;
 
-        args[3 + 2 * n] =
-            score[(dn->unknown || dn->note.status != NGX_HTTP_OK)];
+        args[3 + 2 * n].data = p;
+        p = ngx_cpymem(p, push->args[2].data, push->args[2].len);
+        *p++ = ':';
+        p = ngx_cpymem(p, push->args[3].data, push->args[3].len);
+        *p++ = ':';
+        p = ngx_cpymem(p, batch->states, batch->nclaimed);
+        args[3 + 2 * n].len = p - args[3 + 2 * n].data;
+
         n++;
     }
 
-    if (n) {
-        ngx_http_timpush_push_mark_send(push, args, dns, n);
+    if (ngx_http_timpush_push_mark_send(push, args, 2 + 2 * n) == NGX_OK) {
+        for (b = 0; b < push->next; b++) {
+            push->batches[b].dirty = 0;
+        }
     }
 
     ngx_free(args);
 }
 
 
-/* HSET, then PEXPIRE; the store copies the arguments */
+/* HSET, then PEXPIRE, both or neither; the store copies the arguments */
 
-static void
+static ngx_int_t
 ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
-    ngx_str_t *args, ngx_http_timpush_device_note_t **dns, ngx_uint_t n)
+    ngx_str_t *args, ngx_uint_t nargs)
 {
     ngx_int_t                 rc;
     ngx_str_t                 expire[3];
@@ -1541,8 +1562,6 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
     ngx_str_set(&expire[0], "PEXPIRE");
     expire[1] = push->mkey;
     expire[2] = push->args[5];
-
-    /* both or neither */
 
     rc = ngx_http_timpush_store_room(2);
 
@@ -1556,7 +1575,7 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
         mark->push = push;
 
         rc = ngx_http_timpush_store_command(0, i ? expire : args,
-                                            i ? 3 : 2 + 2 * n,
+                                            i ? 3 : nargs,
                                             push->tmcf->redis.timeout,
                                             ngx_http_timpush_push_marked,
                                             mark, &mark->cmd);
@@ -1568,38 +1587,45 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
         push->pending++;
     }
 
-    if (i == 0) {
-        /* nothing queued: these devices go with the push's last marks */
+    if (i) {
+        return NGX_OK;
+    }
 
-        for (i = 0; i < n; i++) {
-            dns[i]->marked = 0;
+    ngx_http_timpush_push_unmarked(push, rc);
+
+    return NGX_ERROR;
+}
+
+
+/* nothing queued: these states go with the next marks */
+
+static void
+ngx_http_timpush_push_unmarked(ngx_http_timpush_push_t *push, ngx_int_t rc)
+{
+    if (push->marked && rc == NGX_BUSY) {
+
+        /*
+         * the last marks, and Redis full: the push waits for room (its
+         * answer with it), as its prunes do
+         */
+
+        push->marked = 0;
+
+        if (!push->remark) {
+            push->remark = 1;
+            push->pending++;
+            ngx_add_timer(&push->markev, NGX_HTTP_TIMPUSH_PUSH_WAIT);
         }
 
-        if (push->marked && rc == NGX_BUSY) {
+    } else if (push->marked) {
+        /* Redis away: a repeat sends them after the lease */
 
-            /*
-             * the last marks, and Redis full: the push waits for room (its
-             * answer with it), as its prunes do
-             */
-
-            push->marked = 0;
-
-            if (!push->remark) {
-                push->remark = 1;
-                push->pending++;
-                ngx_add_timer(&push->markev, NGX_HTTP_TIMPUSH_PUSH_WAIT);
-            }
-
-        } else if (push->marked) {
-            /* Redis away: a repeat sends them after the lease */
-
-            ngx_log_error(NGX_LOG_WARN, push->log, 0,
-                          "timpush: msg_id \"%V\": the outcome of %ui "
-                          "devices could not be kept (%s): a push of it "
-                          "again skips them until its deadline has passed, "
-                          "and sends them after", &push->msg.msg_id, n,
-                          ngx_http_timpush_store_strerror(rc));
-        }
+        ngx_log_error(NGX_LOG_WARN, push->log, 0,
+                      "timpush: msg_id \"%V\": the outcome of some devices "
+                      "could not be kept (%s): a push of it again skips "
+                      "them until its deadline has passed, and sends them "
+                      "after", &push->msg.msg_id,
+                      ngx_http_timpush_store_strerror(rc));
     }
 }
 
@@ -1658,7 +1684,7 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
         /* the last marks, before the answer */
         push->marked = 1;
 
-        ngx_http_timpush_push_mark(push, 1);
+        ngx_http_timpush_push_mark(push);
 
         if (push->pending) {
             return;

@@ -54,6 +54,13 @@ typedef struct {
     /* every device answered */
     void                  (*finished)(void *ctx, ngx_int_t rc);
 
+    /*
+     * the entries so far to Redis, before the msg_id marks that say those
+     * devices got it: NGX_OK once queued (a mark never gets ahead of its
+     * entry; a consumer that dies in between leaves them unmarked)
+     */
+    ngx_int_t             (*flush)(void *ctx);
+
     void                   *ctx;
 } ngx_http_timpush_push_hooks_t;
 

@@ -211,7 +211,7 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "return 1\n"),
 
     /*
-     * PUSH inc [msg_id now claim cutoff ttl] -> for each user key, that
+     * PUSH inc [msg_id now until cutoff ttl] -> for each user key, that
      * user's hash as HGETALL gives it (field, value, ...), followed by
      * n:<token>, the new badge (an integer), for every device not in the
      * foreground whose badge is counted here; nil for a key that is not a
@@ -220,15 +220,19 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
      * checking the fields is done by the caller (push.c).
      *
      * With a msg_id (DESIGN §12) the keys are the users' hashes, then the
-     * msg_id's marks, "<prefix>:m:{<msg_id>}": a hash, field
-     * "<token>:<user key>", value 4 * ms + state (0 sent at ms, 1 being
-     * sent until ms, 2 failed at ms).  A device sent, or being sent by a
-     * push still within its time, is a duplicate: d:<token> = 1, nothing
-     * counted.  Any other is claimed (score "claim"); its badge is counted
-     * only the first time.  Marks older than "cutoff" count as absent; the
-     * key lives "ttl" ms after its last claim.  Looked up and claimed in
-     * one HMGET and one HSET per call, not per device: the msg_id's cost
-     * is a few commands per batch of users.
+     * msg_id's marks, "<prefix>:m:{<msg_id>}": a hash.  Each call claims
+     * the devices it sends as one claim, numbered by the hash's field "n":
+     * field "<token>:<user key>" = -(claim * 2^20 + i), i the device's
+     * place in the claim (from 1), and field "l:<claim>" =
+     * "<now>:<until>:<one digit per device>", 0 being sent until "until"
+     * (ms), 1 sent, 2 failed: the caller rewrites it as APNs answers (one
+     * field per batch of users, not one per device).  A device sent, or being
+     * sent by a push still within its time, is a duplicate: d:<token> = 1,
+     * nothing counted.  Any other is claimed; its badge is counted only
+     * the first time.  Marks older than "cutoff" (ms) count as absent; the
+     * key lives "ttl" ms after its last claim.  The reply ends with the
+     * claim's number (0: none) and its count of devices.  Marks of earlier versions, 4 * ms + state
+     * (0 sent at ms, 1 being sent until ms, 2 failed at ms), are read too.
      */
     ngx_string(
     "local inc, res, msg = ARGV[1] == '1', {}, ARGV[2]\n"
@@ -280,41 +284,100 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "    end\n"
     "  end\n"
     "end\n"
+    "if nd == 0 then\n"
+    "  if m then\n"
+    "    res[n + 1], res[n + 2] = 0, 0\n"
+    "  end\n"
+    "  return res\n"
+    "end\n"
+    "local sv, ids, rf, recs = {}, {}, {}, {}\n"
     "for c = 1, nd, 1000 do\n"
-    "  local last, add = math.min(c + 999, nd), {}\n"
+    "  local last = math.min(c + 999, nd)\n"
     "  local sc = redis.pcall('HMGET', m, unpack(mb, c, last))\n"
     "  if sc.err then\n"
     "    sc = {}\n"
     "  end\n"
     "  for i = c, last do\n"
-    "    local j, t, s, cnt = js[i], ts[i], tonumber(sc[i - c + 1]), inc\n"
-    "    if s and s < cutoff then\n"
-    "      s = nil\n"
-    "    end\n"
-    "    if s then\n"
-    "      local st = s % 4\n"
-    "      if st == 0 or (st == 1 and (s - st) / 4 > now) then\n"
-    "        cnt = nil\n"
-    "        local all = res[j]\n"
-    "        all[#all + 1] = 'd:' .. t\n"
-    "        all[#all + 1] = 1\n"
-    "      else\n"
-    "        cnt = false\n"
+    "    local s = tonumber(sc[i - c + 1])\n"
+    "    sv[i] = s\n"
+    "    if s and s < 0 then\n"
+    "      local id = math.floor(-s / 1048576)\n"
+    "      if not ids[id] then\n"
+    "        ids[id] = true\n"
+    "        rf[#rf + 1] = 'l:' .. id\n"
     "      end\n"
     "    end\n"
-    "    if cnt ~= nil then\n"
-    "      add[#add + 1] = mb[i]\n"
-    "      add[#add + 1] = ARGV[4]\n"
-    "      if cnt then\n"
-    "        count(j, t)\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  if #add > 0 then\n"
-    "    redis.pcall('HSET', m, unpack(add))\n"
-    "    redis.pcall('PEXPIRE', m, ARGV[6])\n"
     "  end\n"
     "end\n"
+    "if #rf > 0 then\n"
+    "  local r = redis.pcall('HMGET', m, unpack(rf))\n"
+    "  if not r.err then\n"
+    "    for i = 1, #rf do\n"
+    "      local v, at, u, p = r[i]\n"
+    "      if v then\n"
+    "        at, u, p = string.match(v, '^(%d+):(%d+)():')\n"
+    "      end\n"
+    "      if p then\n"
+    "        recs[string.sub(rf[i], 3)] = {tonumber(at), tonumber(u), v, p}\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local cl, ncl, id = {}, 0\n"
+    "for i = 1, nd do\n"
+    "  local j, t, s, cnt = js[i], ts[i], sv[i], inc\n"
+    "  local dup = false\n"
+    "  if s and s < 0 then\n"
+    "    local rec = recs[tostring(math.floor(-s / 1048576))]\n"
+    "    cnt = false\n"
+    "    if rec then\n"
+    "      local ch = string.byte(rec[3], rec[4] + (-s % 1048576))\n"
+    "      if rec[1] < cutoff then\n"
+    "        cnt = inc\n"
+    "      elseif ch == 49 or (ch == 48 and rec[2] > now) then\n"
+    "        dup = true\n"
+    "      end\n"
+    "    end\n"
+    "  elseif s and s >= cutoff * 4 then\n"
+    "    local st = s % 4\n"
+    "    if st == 0 or (st == 1 and (s - st) / 4 > now) then\n"
+    "      dup = true\n"
+    "    else\n"
+    "      cnt = false\n"
+    "    end\n"
+    "  end\n"
+    "  if dup then\n"
+    "    local all = res[j]\n"
+    "    all[#all + 1] = 'd:' .. t\n"
+    "    all[#all + 1] = 1\n"
+    "  else\n"
+    "    ncl = ncl + 1\n"
+    "    cl[ncl] = i\n"
+    "    if cnt then\n"
+    "      count(j, t)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "id = 0\n"
+    "if ncl > 0 then\n"
+    "  id = redis.call('HINCRBY', m, 'n', 1)\n"
+    "  local base = id * 1048576\n"
+    "  for c = 1, ncl, 1000 do\n"
+    "    local add = {}\n"
+    "    for k = c, math.min(c + 999, ncl) do\n"
+    "      add[#add + 1] = mb[cl[k]]\n"
+    "      add[#add + 1] = -(base + k)\n"
+    "    end\n"
+    "    if c + 1000 > ncl then\n"
+    "      add[#add + 1] = 'l:' .. id\n"
+    "      add[#add + 1] = ARGV[3] .. ':' .. ARGV[4] .. ':'\n"
+    "                      .. string.rep('0', ncl)\n"
+    "    end\n"
+    "    redis.call('HSET', m, unpack(add))\n"
+    "  end\n"
+    "  redis.pcall('PEXPIRE', m, ARGV[6])\n"
+    "end\n"
+    "res[n + 1], res[n + 2] = id, ncl\n"
     "return res\n"),
 
     /* PRUNE token before_ms -> 1 if removed (registered before that) */

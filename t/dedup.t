@@ -45,6 +45,35 @@ sub badges {
     return join ',', map { $_->{badge} } @{ $json->{devices} };
 }
 
+# The marks of a msg_id (the PUSH script in store.c): each device's field
+# "<token>:<user key>", -(claim * 2^20 + i), and each claim's
+# "l:<claim>" = "<claimed at>:<until>:<a digit per device>" (ms; 0 being
+# sent, 1 sent,
+# 2 failed); or, as earlier versions wrote them, 4 * ms + state (0 sent,
+# 1 being sent, 2 failed).  Returns { field => 'sending'|'sent'|'failed' }.
+sub mark_states {
+    my ($mkey) = @_;
+    my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
+    my %st;
+    for my $f (grep { !/^(?:n|l:\d+)$/ } keys %m) {
+        my $v = $m{$f};
+        if ($v < 0) {
+            my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
+            my (undef, undef, $states) = split /:/, $m{"l:$claim"} // '';
+            my $d = substr($states // '', $i - 1, 1);
+            $st{$f} = { 0 => 'sending', 1 => 'sent', 2 => 'failed' }->{$d} // "bad($v)";
+        } else {
+            $st{$f} = (qw(sent sending failed bad))[$v % 4];
+        }
+    }
+    return \%st;
+}
+
+sub count_states {
+    my ($mkey, $state) = @_;
+    return scalar grep { $_ eq $state } values %{ ::mark_states($mkey) };
+}
+
 # the entries of an answer by user (and token), without apns_id
 sub entries {
     my ($res) = @_;
@@ -166,10 +195,7 @@ my $first = Timpush::Push::push_async({ %$::Text, to => [map { "f$_" } 1 .. 4],
 # (the peer logs a held request only when it answers it: in flight is
 # read from the marks, each "being sent" until answered)
 my $mkey = "$Timpush::Test::prefix:m:{slow-1}";
-my $claimed = sub {
-    my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
-    return 4 == grep { $_ % 4 == 1 } values %m;
-};
+my $claimed = sub { 4 == ::count_states($mkey, 'sending') };
 my $until = Time::HiRes::time() + 5;
 Time::HiRes::sleep(0.01) until $claimed->() || Time::HiRes::time() > $until;
 Test::More::ok($claimed->(), 'the first push: its 4 devices claimed, none answered');
@@ -223,23 +249,50 @@ GET /v1/users/m5/devices
 
 
 
-=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent
+=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent, absent, past the window; as this version writes them (claims) and as earlier ones did
+--- http_config
+timpush_dedup_window 1h;
 --- init
 my $p = $Timpush::Test::prefix;
-my %t = map { $_ => sprintf('%s%062x', $_, 6) } qw(a6 b6 c6 d6);
-Timpush::Push::register("s$_", $t{$_}, 1001) for keys %t;
+my @all = qw(a6 b6 c6 d6 e6 f6 g6 h6 i6 j6 k6);
+my %hex = (g6 => '06', h6 => '16', i6 => '26', j6 => '36', k6 => '46');
+my %t = map { $_ => sprintf('%s%062x', $hex{$_} // $_, 6) } @all;
+Timpush::Push::register("s$_", $t{$_}, 1001) for @all;
 my $now = int(Time::HiRes::time() * 1000);
+my $mk = "$p:m:{k6}";
+my $f = sub { "$t{$_[0]}:$p:u:{s$_[0]}" };
+# earlier versions: 4 * ms + state
 my %mark = (a6 => ($now + 60000) * 4 + 1,    # being sent, lease ahead
             b6 => ($now - 1000) * 4 + 1,     # being sent, lease over
             c6 => ($now - 1000) * 4 + 2,     # failed
-            d6 => ($now - 1000) * 4);        # sent
-::redis_cmd('HSET', "$p:m:{k6}", "$t{$_}:$p:u:{s$_}", $mark{$_}) for keys %mark;
-::redis_cmd('HSET', "$p:u:{s$_}", "b:$t{$_}", 5) for keys %mark;
-my $res = ::push_(to => [map { "s$_" } sort keys %t], msg_id => 'k6');
-Test::More::is(::entries($res), 'sa6:duplicate sb6:b600:200=5 sc6:c600:200=5 sd6:duplicate',
-               'in flight and sent: skipped; lease over and failed: sent, no badge counted');
-my $s = ::redis_cmd('HGET', "$p:m:{k6}", "$t{b6}:$p:u:{sb6}");
-Test::More::is($s % 4, 0, 'then marked sent');
+            d6 => ($now - 1000) * 4,         # sent
+            k6 => ($now - 7200000) * 4);     # sent, before the window
+# this version: claim 7 (lease ahead) and 8 (lease over), 9 (before the
+# window); each device its place in its claim
+%mark = (%mark, e6 => -(7 * 1048576 + 1),    # being sent, lease ahead
+                f6 => -(8 * 1048576 + 1),    # being sent, lease over
+                g6 => -(8 * 1048576 + 2),    # failed
+                h6 => -(7 * 1048576 + 3),    # sent
+                i6 => -(9 * 1048576 + 1));   # sent, before the window
+::redis_cmd('HSET', $mk, $f->($_), $mark{$_}) for keys %mark;
+::redis_cmd('HSET', $mk, 'n', 9, 'l:7', ($now - 1000) . ':' . ($now + 60000) . ':021',
+            'l:8', ($now - 10000) . ':' . ($now - 1000) . ':02',
+            'l:9', ($now - 7200000) . ':' . ($now - 7190000) . ':1');
+::redis_cmd('HSET', "$p:u:{s$_}", "b:$t{$_}", 5) for @all;
+my $res = ::push_(to => [map { "s$_" } @all], msg_id => 'k6');
+Test::More::is(::entries($res),
+               'sa6:duplicate sb6:b600:200=5 sc6:c600:200=5 sd6:duplicate '
+               . 'se6:duplicate sf6:f600:200=5 sg6:0600:200=5 sh6:duplicate '
+               . 'si6:2600:200=6 sj6:3600:200=6 sk6:4600:200=6',
+               'in flight and sent: skipped; lease over and failed: sent, no badge counted; '
+               . 'absent or past the window: sent and counted');
+my $st = ::mark_states($mk);
+Test::More::is(join(' ', map { $st->{$f->($_)} } @all),
+               'sending sent sent sent sending sent sent sent sent sent sent',
+               'then: in flight as it was, the others marked sent');
+Test::More::is(::redis_cmd('HGET', $mk, 'n'), 10, 'one claim more');
+Test::More::like(::redis_cmd('HGET', $mk, 'l:10'), qr/^\d+:\d+:1{7}$/,
+                 'its seven devices, each sent');
 --- request
 GET /v1/users/sc6/devices
 --- response_body_like chomp
@@ -339,10 +392,7 @@ GET /v1/users/m10/devices
 my $port = $ENV{TEST_NGINX_PEER_PORT};
 my @t = Timpush::Push::register_many('mb', 32, 1001, undef, 0xb1000000);
 my $mkey = "$::MkPrefix:m:{busy-1}";
-my $claimed = sub {
-    my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
-    return 32 == grep { $_ % 4 == 1 } values %m;
-};
+my $claimed = sub { 32 == ::count_states($mkey, 'sending') };
 # APNs answers 1 s after the last stream
 my $peer = Timpush::H2Peer::start(port => $port, mode => 'normal', hold => 1);
 my $t0 = Time::HiRes::time();
@@ -373,8 +423,7 @@ for my $s (@reg) {
 }
 # every device marked sent once answered: none left "being sent" (which a
 # repeat after the lease would send again)
-my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
-Test::More::is(scalar(grep { $_ % 4 == 0 } values %m), 32, 'every device marked sent');
+Test::More::is(::count_states($mkey, 'sent'), 32, 'every device marked sent');
 my $res = ::push_(to => [map { "mb$_" } 0 .. 31], msg_id => 'busy-1');
 Test::More::is($res->{sent} . '/' . $res->{skipped}, '0/32',
                'the repeat: every device skipped');
