@@ -1067,3 +1067,39 @@ my $first = join ',', @{ $seq{$ids[0]} || [] };
 Test::More::like($first, qr/^1000,2000,4000,8000(,16000)?$/, "the backoff of a push: 1 s doubling ($first)");
 Test::More::diag(sprintf "APNs away 30 s: the three pushes done %.1f s after it was back; backoff %s", $took, $first);
 ::stop_all();
+
+
+
+=== TEST 10: an async push's results are in Redis before the msg_id marks that say its devices got it: a consumer that dies in between never leaves a device skipped as a duplicate without its result
+--- http_config
+# no simulator here
+--- init
+my $p = "ae$$";
+my $n = 30;
+# APNs answers 20 a second: marks and results are written answer by answer
+my $sim = ::sim_start(rate => 20);
+my $gw = ::gateway(port => $ENV{TEST_NGINX_GW1_PORT}, prefix => $p);
+my @tokens = Timpush::Push::register_many('eo', $n, 1001, $gw->{port});
+my $id = ::async_push($gw->{port}, { to => [map { "eo$_" } 0 .. $n - 1], msg_id => 'order-1',
+                                     elems => [{ type => 'text', text => 'in order' }] });
+my $mkey = "$p:m:{order-1}";
+my ($polls, $seen, @ahead) = (0, 0);
+my $end = Time::HiRes::time() + 20;
+while (Time::HiRes::time() < $end) {
+    # the marks first: a result read after them is at least as recent
+    my $st = Timpush::Push::mark_states($mkey);
+    my %rec = map { /^d:\d+:\d+:([0-9a-f]+)$/ ? ($1 => 1) : () }
+              @{ ::redis_cmd('HKEYS', "$p:p:{$id}") || [] };
+    my @sent = map { /^([0-9a-f]+):/ ? $1 : () } grep { $st->{$_} eq 'sent' } keys %$st;
+    $polls++;
+    $seen = @sent if @sent > $seen;
+    push @ahead, grep { !$rec{$_} } @sent;
+    last if @sent == $n;
+    Time::HiRes::sleep(0.001);
+}
+Test::More::is($seen, $n, "every device marked sent in the end ($polls looks at Redis)");
+Test::More::is(scalar @ahead, 0, 'never a device marked sent before its result was written')
+    or Test::More::diag("marked before their result: @ahead[0 .. ($#ahead < 4 ? $#ahead : 4)]");
+my $res = ::wait_done($gw->{port}, $id // 'none', 10);
+Test::More::is("$res->{state} $res->{sent}", "done $n", "done, $n sent");
+::stop_all();

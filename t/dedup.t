@@ -45,29 +45,7 @@ sub badges {
     return join ',', map { $_->{badge} } @{ $json->{devices} };
 }
 
-# The marks of a msg_id (the PUSH script in store.c): each device's field
-# "<token>:<user key>", -(claim * 2^20 + i), and each claim's
-# "l:<claim>" = "<claimed at>:<until>:<a digit per device>" (ms; 0 being
-# sent, 1 sent,
-# 2 failed); or, as earlier versions wrote them, 4 * ms + state (0 sent,
-# 1 being sent, 2 failed).  Returns { field => 'sending'|'sent'|'failed' }.
-sub mark_states {
-    my ($mkey) = @_;
-    my %m = @{ ::redis_cmd('HGETALL', $mkey) || [] };
-    my %st;
-    for my $f (grep { !/^(?:n|l:\d+)$/ } keys %m) {
-        my $v = $m{$f};
-        if ($v < 0) {
-            my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
-            my (undef, undef, $states) = split /:/, $m{"l:$claim"} // '';
-            my $d = substr($states // '', $i - 1, 1);
-            $st{$f} = { 0 => 'sending', 1 => 'sent', 2 => 'failed' }->{$d} // "bad($v)";
-        } else {
-            $st{$f} = (qw(sent sending failed bad))[$v % 4];
-        }
-    }
-    return \%st;
-}
+sub mark_states { Timpush::Push::mark_states(@_) }
 
 sub count_states {
     my ($mkey, $state) = @_;

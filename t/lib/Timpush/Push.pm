@@ -141,6 +141,32 @@ sub push_wait {
     return ($status, eval { JSON::PP::decode_json($raw) });
 }
 
+# The marks of a msg_id (the PUSH script in store.c): each device's field
+# "<token>:<user key>", -(claim * 2^20 + i), and each claim's
+# "l:<claim>" = "<claimed at>:<until>:<a digit per device>" (ms; 0 being
+# sent, 1 sent, 2 failed); or, as earlier versions wrote them, 4 * ms +
+# state (0 sent, 1 being sent, 2 failed).  Returns { field => 'sending' |
+# 'sent' | 'failed' }; @port: "port=N" for another Redis than the suite's.
+# (Timpush::Test, which the suites load, talks to Redis)
+sub mark_states {
+    my ($mkey, @port) = @_;
+    my %m = @{ Timpush::Test::redis_cmd(@port, 'HGETALL', $mkey) || [] };
+    my %st;
+    for my $f (grep { !/^(?:n|l:\d+)$/ } keys %m) {
+        my $v = $m{$f};
+        if ($v < 0) {
+            my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
+            my (undef, undef, $states) = split /:/, $m{"l:$claim"} // '';
+            my $d = substr($states // '', $i - 1, 1);
+            $st{$f} = { 0 => 'sending', 1 => 'sent', 2 => 'failed' }->{$d} // "bad($v)";
+        } else {
+            $st{$f} = (qw(sent sending failed bad))[$v % 4];
+        }
+    }
+    return \%st;
+}
+
+
 sub mock_log {
     my ($token) = @_;
     my (undef, $json) = call('GET', '/mock/log'
