@@ -26,6 +26,9 @@ $ENV{TEST_NGINX_DEADLINE} = "${DEADLINE}s";
 # how much later than the deadline the push answer may come
 our $MARGIN = $ENV{TEST_NGINX_USE_VALGRIND} ? 10 : 1;
 
+# how long a block waits for pushes to be delivered once DNS answers
+our $RECOVER = $ENV{TEST_NGINX_USE_VALGRIND} ? 150 : 20;
+
 $ENV{TEST_NGINX_DNS_PORT} ||= Timpush::Test::free_port();
 
 # the APNs peers' certificate: apns.test, from the test CA
@@ -257,7 +260,7 @@ main::check_results(\%r, \&main::failed_5xx, 'each failed with a 5xx and a reaso
 Test::More::is(Timpush::H2Peer::connections($a), 0, 'nothing dialled');
 Test::More::cmp_ok(Timpush::DNS::queries($dns, 'A'), '>=', 1, 'the name was asked for');
 Timpush::DNS::set($dns, mode => 'answer', addrs => ['127.0.0.1']);
-Test::More::ok(main::push_until_delivered($users, $tokens, 20),
+Test::More::ok(main::push_until_delivered($users, $tokens, $main::RECOVER),
                'delivered once the DNS server answers');
 Timpush::H2Peer::stop($a);
 --- request
@@ -281,7 +284,7 @@ my %r = main::push_checked($users, $tokens);
 main::check_results(\%r, \&main::failed_5xx, 'each failed with a 5xx and a reason');
 Test::More::is(Timpush::H2Peer::connections($a), 0, 'nothing dialled');
 Timpush::DNS::set($dns, mode => 'answer', addrs => ['127.0.0.1']);
-Test::More::ok(main::push_until_delivered($users, $tokens, 20),
+Test::More::ok(main::push_until_delivered($users, $tokens, $main::RECOVER),
                'delivered once the name exists');
 Timpush::H2Peer::stop($a);
 --- request
@@ -310,7 +313,7 @@ Test::More::cmp_ok(Timpush::DNS::queries($dns, 'A'), '>=', 1,
                    'garbage was sent');
 Test::More::is(Timpush::H2Peer::connections($a), 0, 'nothing dialled');
 Timpush::DNS::set($dns, mode => 'answer', addrs => ['127.0.0.1']);
-Test::More::ok(main::push_until_delivered($users, $tokens, 20),
+Test::More::ok(main::push_until_delivered($users, $tokens, $main::RECOVER),
                'delivered once the DNS server answers');
 Timpush::H2Peer::stop($a);
 --- request
