@@ -382,3 +382,30 @@ GET /v1/users/nobody/devices
 --- no_error_log
 exited on signal
 [alert]
+
+
+
+=== TEST 7: a name with an address that refuses connections: connections go to the other address in turn, pushes delivered within the deadline
+--- init
+my $dns = main::dns(addrs => ['127.0.0.3', '127.0.0.2']);
+my $b = main::peer(addr => '127.0.0.2');
+my ($users, $tokens) = main::devices('rr', 3, 1001);
+for my $round (1 .. 3) {
+    my %r = main::push_checked($users, $tokens);
+    main::check_results(\%r, \&main::delivered, "round $round: delivered");
+    Test::More::is(main::accepted($b), 3, "round $round: through 127.0.0.2");
+    # the connection goes: the next one picks an address again
+    Timpush::H2Peer::stop($b);
+    $b = main::peer(addr => '127.0.0.2');
+}
+Timpush::H2Peer::stop($b);
+--- request
+GET /v1/users/rr0/devices
+--- response_body_like chomp
+"badge":3,
+--- error_log
+"apns.test" resolved to 2 address(es)
+connect() to 127.0.0.3:
+--- no_error_log
+exited on signal
+[alert]
