@@ -3,8 +3,9 @@
  * Copyright (C) timpush authors
  *
  * The APNs transport's configuration: where each environment's
- * notifications go (an upstream{} block, or Apple's hosts resolved when
- * the configuration is read) and each credential's TLS context.
+ * notifications go (an upstream{} block, resolved when the configuration
+ * is read; or a host, Apple's by default, resolved then and, with nginx's
+ * "resolver", again by apns_resolve.c) and each credential's TLS context.
  */
 
 
@@ -15,8 +16,10 @@ static ngx_int_t ngx_http_timpush_apns_peers(ngx_conf_t *cf,
     ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t env);
 static ngx_int_t ngx_http_timpush_apns_peers_upstream(ngx_conf_t *cf,
     ngx_http_timpush_apns_peers_t *peers, ngx_str_t *name);
-static ngx_int_t ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
-    ngx_http_timpush_apns_peers_t *peers, ngx_uint_t env);
+static ngx_int_t ngx_http_timpush_apns_peers_host(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_str_t *url, ngx_uint_t env);
+static ngx_int_t ngx_http_timpush_apns_peers_resolver(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_url_t *u, ngx_uint_t env);
 static void ngx_http_timpush_apns_peer_host(ngx_str_t *server,
     ngx_str_t *host);
 static ngx_int_t ngx_http_timpush_apns_ssl(ngx_conf_t *cf,
@@ -103,6 +106,7 @@ static ngx_int_t
 ngx_http_timpush_apns_peers(ngx_conf_t *cf,
     ngx_http_timpush_main_conf_t *tmcf, ngx_uint_t env)
 {
+    ngx_str_t                      *url;
     ngx_http_timpush_apns_peers_t  *peers;
 
     peers = ngx_pcalloc(cf->pool, sizeof(ngx_http_timpush_apns_peers_t));
@@ -110,7 +114,9 @@ ngx_http_timpush_apns_peers(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    if (ngx_array_init(&peers->peers, cf->pool, 4,
+    /* room for a resolved name's addresses: the array never moves */
+
+    if (ngx_array_init(&peers->peers, cf->pool, NGX_HTTP_TIMPUSH_APNS_ADDRS,
                        sizeof(ngx_http_timpush_apns_peer_t))
         != NGX_OK)
     {
@@ -118,13 +124,20 @@ ngx_http_timpush_apns_peers(ngx_conf_t *cf,
     }
 
     tmcf->apns_peers[env] = peers;
+    url = &tmcf->apns_upstream[env];
 
-    if (tmcf->apns_upstream[env].len) {
-        return ngx_http_timpush_apns_peers_upstream(cf, peers,
-                                                   &tmcf->apns_upstream[env]);
+    /* "host:port" is a host; a name without a port, an upstream{} */
+
+    if (url->len && ngx_strlchr(url->data, url->data + url->len, ':') == NULL)
+    {
+        return ngx_http_timpush_apns_peers_upstream(cf, peers, url);
     }
 
-    return ngx_http_timpush_apns_peers_default(cf, peers, env);
+    if (url->len == 0) {
+        url = &ngx_http_timpush_apns_hosts[env];
+    }
+
+    return ngx_http_timpush_apns_peers_host(cf, peers, url, env);
 }
 
 
@@ -193,11 +206,14 @@ ngx_http_timpush_apns_peers_upstream(ngx_conf_t *cf,
 }
 
 
-/* Apple's hosts, resolved once, when the configuration is read */
+/*
+ * A host, Apple's by default: resolved now; without a resolver, these
+ * addresses are used as long as the configuration is.
+ */
 
 static ngx_int_t
-ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
-    ngx_http_timpush_apns_peers_t *peers, ngx_uint_t env)
+ngx_http_timpush_apns_peers_host(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_str_t *url, ngx_uint_t env)
 {
     ngx_uint_t                     i;
     ngx_url_t                      u;
@@ -205,20 +221,39 @@ ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
-    u.url = ngx_http_timpush_apns_hosts[env];
+    u.url = *url;
     u.default_port = 443;
+    u.no_resolve = 1;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.uri.len || u.host.len == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush_apns_upstream %s: invalid host \"%V\"%s%s",
+                      ngx_http_timpush_apns_envs[env], url,
+                      u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    peers->name = u.url;
+
+    if (ngx_http_timpush_apns_peers_resolver(cf, peers, &u, env) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (peers->resolver) {
+        return NGX_OK;
+    }
+
+    if (u.naddrs == 0 && ngx_inet_resolve_host(cf->pool, &u) != NGX_OK) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "timpush: cannot resolve \"%V\" for the %s "
-                      "credentials (%s): set \"timpush_apns_upstream %s\"",
+                      "credentials (%s): set \"timpush_apns_upstream %s\" "
+                      "or nginx's \"resolver\"",
                       &u.url, ngx_http_timpush_apns_envs[env],
                       u.err ? u.err : "no address",
                       ngx_http_timpush_apns_envs[env]);
         return NGX_ERROR;
     }
-
-    peers->name = u.url;
 
     for (i = 0; i < u.naddrs; i++) {
         p = ngx_array_push(&peers->peers);
@@ -234,6 +269,55 @@ ngx_http_timpush_apns_peers_default(ngx_conf_t *cf,
         p->max_fails = 1;
         p->fail_timeout = 10;
         p->host = u.host;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * With nginx's "resolver" in the http block, a host name is resolved
+ * again when a connection opens (apns_resolve.c); what it resolves to now
+ * is where the first connections go, and nginx starts without it.
+ */
+
+static ngx_int_t
+ngx_http_timpush_apns_peers_resolver(ngx_conf_t *cf,
+    ngx_http_timpush_apns_peers_t *peers, ngx_url_t *u, ngx_uint_t env)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->resolver == NULL || clcf->resolver->connections.nelts == 0
+        || u->naddrs
+        || ngx_inet_addr(u->host.data, u->host.len) != INADDR_NONE)
+    {
+        return NGX_OK;
+    }
+
+    peers->addrs = ngx_pcalloc(cf->pool, NGX_HTTP_TIMPUSH_APNS_ADDRS
+                                     * sizeof(ngx_http_timpush_apns_addr_t));
+    if (peers->addrs == NULL) {
+        return NGX_ERROR;
+    }
+
+    peers->resolver = clcf->resolver;
+    peers->resolver_timeout = clcf->resolver_timeout == NGX_CONF_UNSET_MSEC
+                              ? 30000 : clcf->resolver_timeout;
+    peers->host = u->host;
+    peers->port = u->port;
+
+    if (ngx_inet_resolve_host(cf->pool, u) != NGX_OK
+        || ngx_http_timpush_apns_peers_set(peers, u->addrs, u->naddrs,
+                                           cf->log)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "timpush: \"%V\" for the %s credentials cannot be "
+                      "resolved yet (%s), resolving when connecting",
+                      &u->url, ngx_http_timpush_apns_envs[env],
+                      u->err ? u->err : "no address");
     }
 
     return NGX_OK;

@@ -41,6 +41,8 @@ static void *ngx_http_timpush_apns_dontdump(ngx_cycle_t *cycle, size_t size);
 static void ngx_http_timpush_apns_dontdump_free(void *data);
 static ngx_http_timpush_apns_peer_t *ngx_http_timpush_apns_next_peer(
     ngx_http_timpush_apns_channel_t *ch);
+static ngx_http_timpush_apns_peer_t *ngx_http_timpush_apns_peer(
+    ngx_http_timpush_apns_conn_t *hc);
 static void ngx_http_timpush_apns_connected(ngx_event_t *ev);
 static ngx_int_t ngx_http_timpush_apns_test_connect(ngx_connection_t *c,
     ngx_http_timpush_apns_conn_t *hc);
@@ -357,16 +359,37 @@ ngx_http_timpush_apns_next_peer(ngx_http_timpush_apns_channel_t *ch)
 }
 
 
+/* the peer a connection dialled, if its name still resolves to it */
+
+static ngx_http_timpush_apns_peer_t *
+ngx_http_timpush_apns_peer(ngx_http_timpush_apns_conn_t *hc)
+{
+    ngx_uint_t                     i;
+    ngx_http_timpush_apns_peer_t  *peer;
+
+    if (hc->peer == NULL) {
+        return NULL;
+    }
+
+    peer = hc->channel->peers->peers.elts;
+
+    for (i = 0; i < hc->channel->peers->peers.nelts; i++) {
+        if (ngx_cmp_sockaddr(peer[i].sockaddr, peer[i].socklen,
+                             hc->peer->sockaddr, hc->peer->socklen, 1)
+            == NGX_OK)
+        {
+            return &peer[i];
+        }
+    }
+
+    return NULL;
+}
+
+
 void
 ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc)
 {
-    ngx_int_t                         rc;
-    ngx_connection_t                 *c;
-    ngx_http_timpush_apns_channel_t  *ch;
-
-    ch = hc->channel;
-
-    hc->peer = ngx_http_timpush_apns_next_peer(ch);
+    hc->peer = NULL;
     hc->state = NGX_HTTP_TIMPUSH_APNS_CONNECTING;
     hc->handshaken = 0;
     hc->answers = 0;
@@ -378,11 +401,50 @@ ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc)
     hc->error = NULL;
     hc->goaway_last = -1;
 
-    if (hc->peer == NULL) {
-        ngx_str_set(&ch->last_error, "ConnectionFailed");
-        ngx_http_timpush_apns_fail(hc, "every APNs server is down");
+    /* a host name is resolved again first (apns_resolve.c) */
+
+    if (hc->channel->peers->resolver) {
+        ngx_http_timpush_apns_resolve(hc);
         return;
     }
+
+    ngx_http_timpush_apns_connect_peer(hc);
+}
+
+
+/*
+ * The connection dials a copy of its peer: the peers of a name that
+ * resolves to other addresses are rewritten under it.
+ */
+
+void
+ngx_http_timpush_apns_connect_peer(ngx_http_timpush_apns_conn_t *hc)
+{
+    ngx_int_t                         rc;
+    ngx_connection_t                 *c;
+    ngx_http_timpush_apns_peer_t     *peer;
+    ngx_http_timpush_apns_channel_t  *ch;
+
+    ch = hc->channel;
+
+    peer = ngx_http_timpush_apns_next_peer(ch);
+
+    if (peer == NULL) {
+        ngx_str_set(&ch->last_error, "ConnectionFailed");
+        ngx_http_timpush_apns_fail(hc, ch->peers->peers.nelts
+                                       ? "every APNs server is down"
+                                       : "no address");
+        return;
+    }
+
+    hc->dialed = *peer;
+    hc->dialed.sockaddr = &hc->dialed_addr.sockaddr.sockaddr;
+    hc->dialed.name.data = hc->dialed_addr.name;
+    hc->dialed.name.len = ngx_min(peer->name.len, NGX_SOCKADDR_STRLEN);
+    ngx_memcpy(hc->dialed.sockaddr, peer->sockaddr,
+               ngx_min(peer->socklen, sizeof(ngx_sockaddr_t)));
+    ngx_memcpy(hc->dialed.name.data, peer->name.data, hc->dialed.name.len);
+    hc->peer = &hc->dialed;
 
     ngx_memzero(&hc->pc, sizeof(ngx_peer_connection_t));
 
@@ -1020,7 +1082,7 @@ static void
 ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
     const char *reason)
 {
-    ngx_http_timpush_apns_peer_t     *peer;
+    ngx_http_timpush_apns_peer_t     *peer, *slot;
     ngx_http_timpush_apns_channel_t  *ch;
 
     ch = hc->channel;
@@ -1029,9 +1091,11 @@ ngx_http_timpush_apns_fail(ngx_http_timpush_apns_conn_t *hc,
     if (hc->answers == 0) {
         hc->failed = 1;
 
-        if (peer) {
-            peer->fails++;
-            peer->checked = ngx_time();
+        slot = ngx_http_timpush_apns_peer(hc);
+
+        if (slot) {
+            slot->fails++;
+            slot->checked = ngx_time();
         }
 
         if (ngx_strcmp(reason, "CertificateNotTrusted") == 0
@@ -1086,6 +1150,8 @@ ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc)
     ngx_http_timpush_apns_note_t  *note;
 
     c = hc->pc.connection;
+
+    ngx_http_timpush_apns_resolve_cancel(hc);
 
     hc->state = NGX_HTTP_TIMPUSH_APNS_CLOSED;
     hc->pc.connection = NULL;
@@ -1215,6 +1281,7 @@ ngx_http_timpush_apns_on_close(nghttp2_session *session, int32_t stream_id,
 {
     ngx_http_timpush_apns_conn_t *hc = data;
 
+    ngx_http_timpush_apns_peer_t  *peer;
     ngx_http_timpush_apns_note_t  *note;
 
     note = nghttp2_session_get_stream_user_data(session, stream_id);
@@ -1239,8 +1306,13 @@ ngx_http_timpush_apns_on_close(nghttp2_session *session, int32_t stream_id,
     {
         /* a server that answers: no longer one that fails */
         hc->backoff = NGX_HTTP_TIMPUSH_APNS_BACKOFF_MIN;
-        hc->peer->fails = 0;
         hc->failed = 0;
+
+        peer = ngx_http_timpush_apns_peer(hc);
+
+        if (peer) {
+            peer->fails = 0;
+        }
     }
 
     ngx_http_timpush_apns_stream_over(hc, note, error_code);

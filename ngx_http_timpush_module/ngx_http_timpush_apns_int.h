@@ -4,6 +4,7 @@
  *
  * The APNs transport's own parts, shared by its files:
  *   apns_conf.c   peers (upstream{} or Apple's hosts) and TLS contexts
+ *   apns_resolve.c  host names resolved again with nginx's resolver
  *   apns_conn.c   one connection's life: connect, TLS, the nghttp2
  *                 session, reads and writes, PING, close
  *   apns.c        one notification's life: queue, stream, outcome,
@@ -46,6 +47,7 @@
 #define NGX_HTTP_TIMPUSH_APNS_RETRY_MIN   100
 #define NGX_HTTP_TIMPUSH_APNS_RETRY_MAX   2000
 #define NGX_HTTP_TIMPUSH_APNS_REFUSED_MAX 3        /* re-sends of a note */
+#define NGX_HTTP_TIMPUSH_APNS_ADDRS       16       /* of a resolved name */
 
 /* stream ids are 31 bits and odd: a connection drains before the end */
 #define NGX_HTTP_TIMPUSH_APNS_LAST_ID     0x7ff00000
@@ -67,9 +69,24 @@ typedef struct {
 } ngx_http_timpush_apns_peer_t;
 
 
+/* where a peer's address and its text live when they are our own */
+
+typedef struct {
+    ngx_sockaddr_t                     sockaddr;
+    u_char                             name[NGX_SOCKADDR_STRLEN];
+} ngx_http_timpush_apns_addr_t;
+
+
 typedef struct {
     ngx_str_t                          name;      /* upstream, for logs */
     ngx_array_t                        peers;     /* apns_peer_t */
+
+    /* a host name resolved again when a connection opens; else NULL */
+    ngx_resolver_t                    *resolver;
+    ngx_msec_t                         resolver_timeout;
+    ngx_str_t                          host;
+    in_port_t                          port;
+    ngx_http_timpush_apns_addr_t      *addrs;     /* APNS_ADDRS, by peer */
 } ngx_http_timpush_apns_peers_t;
 
 
@@ -80,7 +97,10 @@ typedef struct ngx_http_timpush_apns_channel_s
 typedef struct {
     ngx_http_timpush_apns_channel_t   *channel;
     ngx_peer_connection_t              pc;
-    ngx_http_timpush_apns_peer_t      *peer;
+    ngx_http_timpush_apns_peer_t      *peer;      /* &dialed */
+    ngx_http_timpush_apns_peer_t       dialed;    /* a copy: peers change */
+    ngx_http_timpush_apns_addr_t       dialed_addr;
+    ngx_resolver_ctx_t                *resolving;
     nghttp2_session                   *session;
     ngx_uint_t                         state;
     ngx_uint_t                         streams;   /* open, ours */
@@ -152,12 +172,19 @@ void ngx_http_timpush_apns_conn_exit(void);
 ngx_int_t ngx_http_timpush_apns_conn_alloc(ngx_cycle_t *cycle,
     ngx_http_timpush_apns_conn_t *hc);
 void ngx_http_timpush_apns_connect(ngx_http_timpush_apns_conn_t *hc);
+void ngx_http_timpush_apns_connect_peer(ngx_http_timpush_apns_conn_t *hc);
 void ngx_http_timpush_apns_close(ngx_http_timpush_apns_conn_t *hc);
 void ngx_http_timpush_apns_error(ngx_http_timpush_apns_conn_t *hc,
     const char *reason);
 void ngx_http_timpush_apns_post_flush(ngx_http_timpush_apns_conn_t *hc);
 ngx_uint_t ngx_http_timpush_apns_max_streams(
     ngx_http_timpush_apns_conn_t *hc);
+
+/* apns_resolve.c: host names resolved again */
+ngx_int_t ngx_http_timpush_apns_peers_set(ngx_http_timpush_apns_peers_t *peers,
+    ngx_addr_t *addrs, ngx_uint_t n, ngx_log_t *log);
+void ngx_http_timpush_apns_resolve(ngx_http_timpush_apns_conn_t *hc);
+void ngx_http_timpush_apns_resolve_cancel(ngx_http_timpush_apns_conn_t *hc);
 
 /* apns_jwt.c: provider tokens */
 ngx_int_t ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,

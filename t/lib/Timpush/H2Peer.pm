@@ -97,6 +97,10 @@ package Timpush::H2Peer;
 #
 # Options of every mode:
 #   port         (required) where to listen, on 127.0.0.1
+#   addr         another loopback address to listen on (all of 127/8 is
+#                local on Linux), e.g. 127.0.0.2
+#   certs        the directory of server.crt and server.key (default
+#                $TEST_NGINX_CERT_DIR)
 #   conns        the mode applies to the first conns connections only; the
 #                later ones are normal (default: all of them)
 #   max_streams  the SETTINGS_MAX_CONCURRENT_STREAMS we advertise (1000)
@@ -498,12 +502,13 @@ sub start {
     $o{mode} //= 'normal';
     die "Timpush::H2Peer::start: no mode \"$o{mode}\"\n" unless $MODES{$o{mode}};
     $o{max_streams} //= 1000;
-    $o{certs} = $ENV{TEST_NGINX_CERT_DIR}
+    $o{certs} //= $ENV{TEST_NGINX_CERT_DIR}
         // die "Timpush::H2Peer::start: TEST_NGINX_CERT_DIR is not set\n";
 
     my $file = File::Temp->new(TEMPLATE => 'h2peer-XXXXXX', TMPDIR => 1);
     my $listen = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => $o{port}, Proto => 'tcp',
+        LocalAddr => $o{addr} // '127.0.0.1', LocalPort => $o{port},
+        Proto => 'tcp',
         Listen => 128, ReuseAddr => 1)
         or die "Timpush::H2Peer::start: cannot listen on $o{port}: $!\n";
     if ($o{rcvbuf}) {
