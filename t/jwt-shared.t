@@ -3,12 +3,13 @@
 # whatever the number of workers and connections; renewed once for the
 # instance after ExpiredProviderToken; kept by "nginx -s reload".
 #
-# Each block runs a gateway of its own with several workers and a
-# reuseport listener, pushes over fresh connections so that every worker
-# pushes (checked from an access log of worker pids), with
-# Timpush::H2Peer as APNs: its log holds each request's "authorization"
-# header, so the tokens APNs saw are counted there.  Two credentials
-# (2001, 2002) share one key; 3001 has another.
+# TESTs 1-3 run a gateway of their own with several workers and a
+# reuseport listener, and push over fresh connections so that every worker
+# pushes (checked from an access log of worker pids); TEST 4 pushes
+# through the block's own nginx, so that valgrind watches the shared
+# tokens' code.  Timpush::H2Peer is APNs: its log holds each request's
+# "authorization" header, so the tokens APNs saw are counted there.  Two
+# credentials (2001, 2002) share one key; 3001 has another.
 
 use Test::Nginx::Socket 'no_plan';
 use Timpush::Test qw(free_port);
@@ -316,3 +317,46 @@ GET /v1/users/nobody/devices
 {"user_id":"nobody","devices":[]}
 --- no_error_log
 [error]
+
+
+
+=== TEST 4: the block's own nginx (so under valgrind too): two credentials of one key, pushed to together and again, share one token made once
+--- http_config
+upstream h2peer { server 127.0.0.1:$TEST_NGINX_APNS_PORT; }
+timpush_apns_upstream production h2peer;
+timpush_apns_connections 2;
+timpush_credential 2001 key=$TEST_NGINX_CERT_DIR/AuthKey_ABC123DEFG.p8
+                        team_id=TEAM123456 topic=com.example.chat
+                        env=production;
+timpush_credential 2002 key=$TEST_NGINX_CERT_DIR/AuthKey_ABC123DEFG.p8
+                        team_id=TEAM123456 topic=com.example.other
+                        env=production;
+--- init
+my $peer = Timpush::H2Peer::start(port => $ENV{TEST_NGINX_APNS_PORT},
+                                  mode => 'normal');
+my $n = 20;
+Timpush::Push::register_many('o2001_', $n, 2001, undef, 0xa0000000);
+Timpush::Push::register_many('o2002_', $n, 2002, undef, 0xb0000000);
+my @to = map { ("o2001_$_", "o2002_$_") } 0 .. $n - 1;
+for my $i (1 .. 2) {
+    my ($status, $res) = Timpush::Push::push_message(
+        { to => \@to, elems => [{ type => 'text', text => "push $i" }] });
+    Test::More::is($status, 200, "push $i: 200");
+    Test::More::is($res->{sent}, 2 * $n, "push $i: every device sent to");
+}
+my ($tokens) = ::tokens_seen($peer, 200);
+Test::More::is(join(',', keys %$tokens), 'ABC123DEFG', 'tokens of the one key');
+Test::More::is(scalar keys %{$tokens->{ABC123DEFG}}, 1, 'one token');
+Test::More::is((values %{$tokens->{ABC123DEFG}})[0], 4 * $n,
+               'it carried every notification');
+my $log = Timpush::Push::slurp(main::server_root() . '/logs/error.log');
+my $made = () = $log =~ /credential 200[12]: new provider token/g;
+Test::More::is($made, 1, 'made once');
+Timpush::H2Peer::stop($peer);
+--- request
+GET /v1/users/nobody/devices
+--- response_body
+{"user_id":"nobody","devices":[]}
+--- no_error_log
+is the clock right
+no room for its key
