@@ -81,6 +81,7 @@ typedef struct {
     ngx_msec_t                     credential_recheck;
     ngx_msec_t                     dedup_window;
     ngx_shm_zone_t                *metrics_zone;
+    ngx_shm_zone_t                *jwt_zone;     /* provider tokens */
     ngx_flag_t                     async;
     ngx_msec_t                     async_keep;
     ngx_msec_t                     async_claim;

@@ -912,9 +912,10 @@ ngx_http_timpush_apns_outcome(ngx_http_timpush_apns_note_t *note)
 
 /*
  * ExpiredProviderToken: every notification sent with a token older than
- * the current one goes again with the current one; one sent with the
- * current one has it made anew (apns_jwt.c refuses to more often than
- * every 20 minutes, and says why).  Once per notification.
+ * the instance's current one goes again with the current one; one sent
+ * with the current one has it made anew, once for the instance
+ * (apns_jwt.c refuses to more often than every 20 minutes, and says
+ * why).  Once per notification.
  */
 
 static ngx_uint_t
@@ -932,9 +933,7 @@ ngx_http_timpush_apns_expired_token(ngx_http_timpush_apns_note_t *note)
 
     ch = &ngx_http_timpush_apns.channels[note->cred->index];
 
-    if (note->jwt_iat == ch->jwt_iat
-        && ngx_http_timpush_apns_jwt(ch, 1) != NGX_OK)
-    {
+    if (ngx_http_timpush_apns_jwt(ch, note->jwt_iat) != NGX_OK) {
         return 0;
     }
 

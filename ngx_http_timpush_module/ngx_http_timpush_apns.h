@@ -83,6 +83,8 @@ char *ngx_http_timpush_apns_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_timpush_apns_init_conf(ngx_conf_t *cf,
     ngx_http_timpush_main_conf_t *tmcf);
+ngx_int_t ngx_http_timpush_jwt_shm_conf(ngx_conf_t *cf,
+    ngx_http_timpush_main_conf_t *tmcf);
 ngx_int_t ngx_http_timpush_apns_init_process(ngx_cycle_t *cycle,
     ngx_http_timpush_main_conf_t *tmcf);
 void ngx_http_timpush_apns_exit_process(ngx_cycle_t *cycle);

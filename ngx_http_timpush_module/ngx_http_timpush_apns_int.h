@@ -10,6 +10,7 @@
  *   apns.c        one notification's life: queue, stream, outcome,
  *                 retry, deadline; the channels of a worker
  *   apns_jwt.c    provider tokens
+ *   jwt_shm.c     the instance's provider token of each key, shared
  */
 
 
@@ -55,6 +56,9 @@
 /* "bearer " and a provider token */
 #define NGX_HTTP_TIMPUSH_APNS_AUTH_SIZE   512
 
+/* key_id and team_id (auth.c) */
+#define NGX_HTTP_TIMPUSH_JWT_ID_MAX       32
+
 
 typedef struct {
     struct sockaddr                   *sockaddr;
@@ -92,6 +96,18 @@ typedef struct {
 
 typedef struct ngx_http_timpush_apns_channel_s
     ngx_http_timpush_apns_channel_t;
+
+
+/* a key's provider token, in shared memory (jwt_shm.c) */
+typedef struct {
+    u_char                             key_id[NGX_HTTP_TIMPUSH_JWT_ID_MAX];
+    u_char                             team_id[NGX_HTTP_TIMPUSH_JWT_ID_MAX];
+    size_t                             key_id_len;  /* 0: a free slot */
+    size_t                             team_id_len;
+    time_t                             iat;       /* 0: none made yet */
+    size_t                             len;
+    u_char                             auth[NGX_HTTP_TIMPUSH_APNS_AUTH_SIZE];
+} ngx_http_timpush_jwt_slot_t;
 
 
 typedef struct {
@@ -138,6 +154,7 @@ struct ngx_http_timpush_apns_channel_s {
     ngx_log_t                         *log;
     ngx_str_t                          auth;      /* "bearer <token>" */
     time_t                             jwt_iat;
+    time_t                             jwt_checked; /* the shared one */
     u_char                            *jwt_buf[2]; /* secure memory */
     ngx_uint_t                         jwt_next;
     ngx_http_timpush_cred_metrics_t    metrics;
@@ -186,9 +203,14 @@ ngx_int_t ngx_http_timpush_apns_peers_set(ngx_http_timpush_apns_peers_t *peers,
 void ngx_http_timpush_apns_resolve(ngx_http_timpush_apns_conn_t *hc);
 void ngx_http_timpush_apns_resolve_cancel(ngx_http_timpush_apns_conn_t *hc);
 
-/* apns_jwt.c: provider tokens */
+/* apns_jwt.c: provider tokens; failed: the iat of one APNs called expired */
 ngx_int_t ngx_http_timpush_apns_jwt(ngx_http_timpush_apns_channel_t *ch,
-    ngx_uint_t renew);
+    time_t failed);
+
+/* jwt_shm.c: the shared tokens */
+ngx_http_timpush_jwt_slot_t *ngx_http_timpush_jwt_shm_lock(
+    ngx_shm_zone_t *zone, ngx_http_timpush_credential_t *cred, time_t now);
+void ngx_http_timpush_jwt_shm_unlock(ngx_shm_zone_t *zone);
 
 
 #endif /* _NGX_HTTP_TIMPUSH_APNS_INT_H_INCLUDED_ */

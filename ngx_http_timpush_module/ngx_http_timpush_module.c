@@ -299,6 +299,10 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_timpush_jwt_shm_conf(cf, tmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     return ngx_http_timpush_apns_init_conf(cf, tmcf);
 }
 

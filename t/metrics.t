@@ -4,8 +4,8 @@
 # two workers, counters kept by "nginx -s reload" while the gauges of the
 # workers that left go with them, labels a hostile APNs cannot multiply,
 # gauges that follow APNs and Redis going away, certificate expiries from
-# the files themselves, one provider token per worker; promtool and a real
-# Prometheus server read the text.
+# the files themselves, one provider token per key for the instance;
+# promtool and a real Prometheus server read the text.
 #
 # nginx runs with a master and two workers: every count is a sum over
 # workers (TEST 3 makes sure both served).
@@ -413,8 +413,8 @@ Test::More::is(::val($m, 'timpush_apns_connections', business_id => 2001, state 
                'ready connections of 2001: one per worker, summed');
 Test::More::is(::val($m, 'timpush_apns_streams_in_flight'), 0, 'no stream in flight');
 Test::More::is(::val($m, 'timpush_apns_queue_length'), 0, 'nothing waits');
-Test::More::is(::val($m, 'timpush_provider_token_renewals_total', business_id => 2001), 2,
-               'one provider token per worker');
+Test::More::is(::val($m, 'timpush_provider_token_renewals_total', business_id => 2001), 1,
+               'one provider token for the instance, not one per worker');
 Test::More::is(::val($m, 'timpush_redis_up'), 1, 'Redis up for every worker');
 my %seen;
 my @twice = grep { $seen{$_->{line} =~ s/ \S+$//r}++ } @{$m->{samples}};
@@ -524,8 +524,8 @@ Test::More::is(::val($m, 'timpush_api_requests_total', endpoint => 'register', s
 Test::More::is(::val($m, 'timpush_push_duration_seconds_count'), $all, 'push durations: N + M');
 Test::More::is(::val($m, 'timpush_apns_connections', business_id => 1001, state => 'ready'), 1,
                'ready connections of 1001: the new worker\'s one, not 2');
-Test::More::is(::val($m, 'timpush_provider_token_renewals_total', business_id => 2001), 2,
-               'a provider token per worker: the old one\'s and the new one\'s');
+Test::More::is(::val($m, 'timpush_provider_token_renewals_total', business_id => 2001), 1,
+               'one provider token: the new worker uses the old one\'s (kept by the reload)');
 my ($rc, $out) = Timpush::Metrics::promtool((::scrape($gw_port))[1]);
 Test::More::is("$rc $out", '0 ', 'promtool: nothing to say');
 
@@ -866,7 +866,7 @@ GET /metrics
 
 
 
-=== TEST 10: timpush_provider_token_renewals_total: 0 before any push, 1 after many pushes with the token key from one worker (one provider token per worker, reused across connections), 2 once the other worker pushed too; none for certificates
+=== TEST 10: timpush_provider_token_renewals_total: 0 before any push, 1 after many pushes with the token key from one worker (reused across connections), still 1 once the other worker pushed too (one provider token per key for the instance); none for certificates
 --- http_config
 log_format bypid '$pid $status $request_uri';
 server {
@@ -905,11 +905,11 @@ for (1 .. 200) {
     last if keys %pids == 2 && $_ >= 10;
 }
 Test::More::is(scalar keys %pids, 2, 'then both workers pushed');
-Test::More::is($jwt->(business_id => 2001), 2, 'one provider token per worker: 2');
+Test::More::is($jwt->(business_id => 2001), 1, 'the other worker used the same token: still 1');
 --- request
 GET /metrics
 --- response_body_like chomp
-(?m)^timpush_provider_token_renewals_total\{business_id="2001"\} 2$
+(?m)^timpush_provider_token_renewals_total\{business_id="2001"\} 1$
 --- no_error_log
 [error]
 

@@ -183,9 +183,10 @@ sub clear_log {
 # made here.  Returns a handle for stop_nginx() and signal_nginx();
 # expect => [qr/.../] names the serious error-log lines the caller wants;
 # env => {NAME => value} is nginx's environment besides ours (its workers
-# keep those names too).
+# keep those names too); workers => N its worker processes (1).
 sub start_nginx {
     my (%o) = @_;
+    my $workers = $o{workers} // 1;
     my $env = join '', map { "env $_;\n" } sort keys %{$o{env} || {}};
     my $dir = File::Temp::tempdir(CLEANUP => 1);
     my $module = $ENV{TEST_NGINX_MODULE};
@@ -200,7 +201,7 @@ load_module $mock;
 $env
 daemon off;
 master_process $master;
-worker_processes 1;
+worker_processes $workers;
 error_log $dir/logs/error.log info;
 pid $dir/logs/nginx.pid;
 events { worker_connections 4096; }
