@@ -93,6 +93,7 @@ static ngx_int_t ngx_http_timpush_owner_step(ngx_http_timpush_owner_t *o,
 static ngx_int_t ngx_http_timpush_owner_cleanup(ngx_http_timpush_owner_t *o,
     redisReply *reply);
 static ngx_int_t ngx_http_timpush_owner_settle(ngx_http_timpush_owner_t *o);
+static ngx_int_t ngx_http_timpush_owner_stamp(ngx_http_timpush_owner_t *o);
 static ngx_int_t ngx_http_timpush_owner_strings(ngx_http_timpush_owner_t *o,
     redisReply *reply, ngx_array_t *a);
 static ngx_int_t ngx_http_timpush_owner_logout(ngx_http_timpush_owner_t *o,
@@ -154,9 +155,7 @@ ngx_http_timpush_owner_register(ngx_http_timpush_owner_t *o,
     ngx_str_t *token, ngx_str_t *args, ngx_uint_t nargs,
     ngx_http_timpush_owner_done_pt done, void *data)
 {
-    u_char      *p;
-    int64_t      stamp;
-    ngx_uint_t   i;
+    ngx_uint_t  i;
 
     o->script = NGX_HTTP_TIMPUSH_SCRIPT_REGISTER;
     o->done = done;
@@ -180,18 +179,6 @@ ngx_http_timpush_owner_register(ngx_http_timpush_owner_t *o,
     o->token = o->args[0];
     o->stamp = o->args[2];
     o->business_id = ngx_atoi(o->args[1].data, o->args[1].len);
-
-    /* a former holder's registration made no later than ours goes */
-
-    stamp = ngx_atoof(o->stamp.data, o->stamp.len);
-
-    p = ngx_pnalloc(o->pool, NGX_INT64_LEN);
-    if (p == NULL || stamp == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    o->before.data = p;
-    o->before.len = ngx_sprintf(p, "%L", stamp + 1) - p;
 
     return ngx_http_timpush_owner_index(o, NGX_HTTP_TIMPUSH_OWNER_CLAIM,
                                         NGX_HTTP_TIMPUSH_SCRIPT_CLAIM,
@@ -343,6 +330,21 @@ ngx_http_timpush_owner_index(ngx_http_timpush_owner_t *o,
         return NGX_ERROR;
     }
 
+    if (script == NGX_HTTP_TIMPUSH_SCRIPT_CLAIM) {
+        /* CLAIM user now_ms */
+
+        args = ngx_palloc(o->pool, 2 * sizeof(ngx_str_t));
+        if (args == NULL) {
+            return NGX_ERROR;
+        }
+
+        args[0] = o->user;
+        args[1] = o->stamp;
+
+        return ngx_http_timpush_owner_run(o, step, token, script, &key,
+                                          args, 2);
+    }
+
     if (script != NGX_HTTP_TIMPUSH_SCRIPT_SETTLE) {
         return ngx_http_timpush_owner_run(o, step, token, script, &key,
                                           &o->user, 1);
@@ -403,9 +405,11 @@ ngx_http_timpush_owner_step(ngx_http_timpush_owner_t *o,
     switch (cmd->step) {
 
     case NGX_HTTP_TIMPUSH_OWNER_CLAIM:
-        /* the users to clean are kept in cleaned until they are */
+        /* the stamp first, then the users to clean, kept in cleaned */
 
-        if (ngx_http_timpush_owner_strings(o, reply, &o->cleaned) != NGX_OK) {
+        if (ngx_http_timpush_owner_strings(o, reply, &o->cleaned) != NGX_OK
+            || ngx_http_timpush_owner_stamp(o) != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
@@ -583,6 +587,45 @@ ngx_http_timpush_owner_settle(ngx_http_timpush_owner_t *o)
     return ngx_http_timpush_owner_index(o, NGX_HTTP_TIMPUSH_OWNER_SETTLE,
                                         NGX_HTTP_TIMPUSH_SCRIPT_SETTLE,
                                         &o->token);
+}
+
+
+/*
+ * The registration's stamp, as the claim gave it (the first of the
+ * strings in cleaned): its time, and the order of registrations of the
+ * token; a former holder's registration stamped no later than it goes.
+ */
+
+static ngx_int_t
+ngx_http_timpush_owner_stamp(ngx_http_timpush_owner_t *o)
+{
+    u_char     *p;
+    int64_t     stamp;
+    ngx_str_t  *s;
+
+    if (o->cleaned.nelts == 0) {
+        return NGX_ERROR;
+    }
+
+    s = o->cleaned.elts;
+    stamp = ngx_atoof(s[0].data, s[0].len);
+
+    p = ngx_pnalloc(o->pool, NGX_INT64_LEN);
+    if (p == NULL || stamp == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    o->stamp = s[0];
+    o->args[2] = s[0];
+
+    o->before.data = p;
+    o->before.len = ngx_sprintf(p, "%L", stamp + 1) - p;
+
+    /* the users to clean, after it */
+    ngx_memmove(s, &s[1], (o->cleaned.nelts - 1) * sizeof(ngx_str_t));
+    o->cleaned.nelts--;
+
+    return NGX_OK;
 }
 
 

@@ -466,23 +466,35 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     /*
      * The reverse index "<prefix>:t:{<token>}" (DESIGN §12): the user that
      * holds the token, then, one per line, users that may still hold it
-     * in their hash and are to be cleaned (a registration cut short).
+     * in their hash and are to be cleaned (a registration cut short), and
+     * last "\1<ms>", the stamp of the last registration claimed.
      *
-     * CLAIM user -> {users to clean}: the user becomes the holder.
+     * CLAIM user now_ms -> {stamp, users to clean...}: the user becomes
+     * the holder; its registration's stamp is now_ms, or one more than the
+     * last one: registrations of a token are stamped in the order they
+     * claimed it, whatever the clocks of the workers that made them, so a
+     * former holder's registration claimed before is "no later than" ours
+     * and one claimed after is not.
      */
     ngx_string(
     "local v, seen, out = redis.call('GET', KEYS[1]), {}, {ARGV[1]}\n"
-    "local clean = {}\n"
+    "local clean, last = {}, 0\n"
     "if v then\n"
     "  for o in string.gmatch(v, '[^\\n]+') do\n"
-    "    if o ~= ARGV[1] and not seen[o] then\n"
+    "    if string.byte(o) == 1 then\n"
+    "      last = tonumber(string.sub(o, 2)) or 0\n"
+    "    elseif o ~= ARGV[1] and not seen[o] then\n"
     "      seen[o] = true\n"
     "      clean[#clean + 1] = o\n"
     "      out[#out + 1] = o\n"
     "    end\n"
     "  end\n"
     "end\n"
+    "local stamp = string.format('%.0f',\n"
+    "                            math.max(tonumber(ARGV[2]) or 0, last + 1))\n"
+    "out[#out + 1] = '\\1' .. stamp\n"
     "redis.call('SET', KEYS[1], table.concat(out, '\\n'))\n"
+    "table.insert(clean, 1, stamp)\n"
     "return clean\n"),
 
     /*
@@ -520,7 +532,7 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "  return 0\n"
     "end\n"
     "local rest = string.sub(v, #holder + 1)\n"
-    "if rest == '' then\n"
+    "if not string.find(rest, '\\n[^\\1\\n]') then\n"
     "  redis.call('DEL', KEYS[1])\n"
     "else\n"
     "  redis.call('SET', KEYS[1], rest)\n"

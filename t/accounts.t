@@ -32,8 +32,12 @@ CONF
 });
 
 # the reverse index of a token: the holder, then users still to clean
+# the index without its last line, "\x01<ms>": the stamp of the last
+# registration claimed (undef: no index)
 sub index_of {
-    return redis_cmd('GET', "$Timpush::Test::prefix:t:{$_[0]}");
+    my $v = redis_cmd('GET', "$Timpush::Test::prefix:t:{$_[0]}");
+    $v =~ s/\n?\x01\d+$// if defined $v;
+    return $v;
 }
 
 # the tokens a user holds, as GET /v1/users/<user>/devices lists them
@@ -271,6 +275,44 @@ Test::More::diag("$lost of 60 rounds answered 409 conflict to one of them");
 GET /v1/users/ra1/devices
 --- response_body_like chomp
 "user_id":"ra1"
+--- no_error_log
+[error]
+
+
+
+=== TEST 7b: the gateway that registered the token first runs its clock 5 s ahead: the registration that claimed it after (from a gateway on time) still takes it; registrations are ordered by their claims, not by the clocks of the workers that made them
+--- init
+my $t = 'c7' x 32;
+my $port = Timpush::Test::free_port();
+my $certs = $ENV{TEST_NGINX_CERT_DIR};
+my $ahead = Timpush::Push::start_nginx(master => 1, port => $port,
+    env => { LD_PRELOAD => '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
+             FAKETIME => '+5', DONT_FAKE_MONOTONIC => 1 },
+    http => "
+    timpush_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=$Timpush::Test::prefix;
+    upstream nowhere { server 127.0.0.1:1; }
+    timpush_apns_upstream sandbox nowhere;
+    timpush_apns_upstream production nowhere;
+    timpush_credential 1001 certificate=$certs/dev.p12
+                            password_file=$certs/dev.pass env=sandbox;
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ { timpush_api; }
+    }");
+my $r = HTTP::Tiny->new->request('PUT', "http://127.0.0.1:$port/v1/users/fast7/devices/$t",
+                                 { content => '{"business_id":1001}' });
+Test::More::is($r->{status}, 200, 'registered by fast7 through the gateway 5 s ahead');
+my ($status, $res);
+Timpush::Push::stop_nginx($ahead);
+($status, $res) = Timpush::Push::call('PUT', "/v1/users/late7/devices/$t", '{"business_id":1001}');
+Test::More::is("$status " . ($res->{moved_from} // '-'), '200 fast7', 'then by late7: 200, moved_from fast7');
+Test::More::is(::tokens_of('fast7'), '', 'fast7 no longer holds it');
+Test::More::is(::tokens_of('late7'), $t, 'late7 does');
+Test::More::is(::index_of($t), 'late7', 'the index names late7');
+--- request
+GET /v1/users/late7/devices
+--- response_body_like chomp
+"token":"c7c7
 --- no_error_log
 [error]
 
