@@ -773,11 +773,13 @@ ngx_http_timpush_redis_read_handler(ngx_event_t *ev)
     ngx_connection_t          *c = ev->data;
     ngx_http_timpush_redis_t  *rd = c->data;
 
-    ssize_t  n;
-    u_char   buf[NGX_HTTP_TIMPUSH_REDIS_READ];
+    ssize_t    n;
+    u_char     buf[NGX_HTTP_TIMPUSH_REDIS_READ];
+    ngx_err_t  err;
 
     do {
         n = c->recv(c, buf, sizeof(buf));
+        err = ngx_socket_errno;
 
         if (n == NGX_AGAIN) {
             break;
@@ -786,8 +788,10 @@ ngx_http_timpush_redis_read_handler(ngx_event_t *ev)
         if (n == 0 || n == NGX_ERROR) {
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           "timpush: Redis %V: connection lost: %s",
-                          &rd->name, n == 0 ? "closed by the server"
-                                            : "read failed");
+                          &rd->name,
+                          n == 0 ? "closed by the server"
+                          : (c->ssl == NULL && err) ? strerror(err)
+                          : "read failed");
             ngx_http_timpush_redis_close(rd, "connect");
             ngx_http_timpush_redis_schedule(rd);
             return;
