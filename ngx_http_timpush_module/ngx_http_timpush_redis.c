@@ -62,6 +62,8 @@ struct ngx_http_timpush_redis_s {
     u_char                            *out_last;
     u_char                            *out_end;
     u_char                            *out_hold;   /* AUTH's end */
+    uint64_t                           queued;     /* bytes, this conn. */
+    uint64_t                           written;
     ngx_event_t                        timer;      /* connect, TLS, AUTH */
     ngx_event_t                        reconnect;
     ngx_event_t                        free;       /* destroyed in use */
@@ -303,6 +305,7 @@ ngx_http_timpush_redis_send(ngx_http_timpush_redis_t *rd,
         return NGX_ERROR;
     }
 
+    req->end = rd->queued;
     ngx_queue_insert_tail(&rd->fifo, &req->queue);
 
     /* written once this turn of the event loop has queued all it has */
@@ -662,6 +665,8 @@ ngx_http_timpush_redis_auth_command(ngx_http_timpush_redis_t *rd)
     rd->out_pos = rd->out;
     rd->out_last = rd->out;
     rd->out_hold = NULL;
+    rd->queued = 0;
+    rd->written = 0;
 
     if (opts->password.len == 0) {
         return NGX_OK;
@@ -695,6 +700,7 @@ ngx_http_timpush_redis_auth_command(ngx_http_timpush_redis_t *rd)
     }
 
     rd->out_hold = rd->out_last;
+    rd->auth.end = rd->queued;
 
     ngx_queue_insert_head(&rd->fifo, &rd->auth.queue);
 
@@ -857,19 +863,22 @@ ngx_http_timpush_redis_parse(ngx_http_timpush_redis_t *rd)
             break;
         }
 
-        if (ngx_queue_empty(&rd->fifo)) {
+        /* an honest server answers only what it has read whole */
+
+        q = ngx_queue_head(&rd->fifo);
+        req = ngx_queue_data(q, ngx_http_timpush_redis_req_t, queue);
+
+        if (ngx_queue_empty(&rd->fifo) || req->end > rd->written) {
             freeReplyObject(reply);
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                          "timpush: Redis %V: a reply to no command",
+                          "timpush: Redis %V: a reply to no command sent",
                           &rd->name);
             ngx_http_timpush_redis_close(rd, "reply");
             ngx_http_timpush_redis_schedule(rd);
             return NGX_ERROR;
         }
 
-        q = ngx_queue_head(&rd->fifo);
         ngx_queue_remove(q);
-        req = ngx_queue_data(q, ngx_http_timpush_redis_req_t, queue);
 
         rd->last_reply = ngx_current_msec;
 
@@ -907,11 +916,13 @@ ngx_http_timpush_redis_too_large(ngx_http_timpush_redis_t *rd)
         goto large;
     }
 
-    if (p == last || *p != '$') {
+    /* a bulk string begun: its type byte read, its length next */
+
+    if (r->ridx < 0 || r->rstack[r->ridx].type != REDIS_REPLY_STRING) {
         return NGX_OK;
     }
 
-    for (p++, len = 0; p < last && *p >= '0' && *p <= '9'; p++) {
+    for (len = 0; p < last && *p >= '0' && *p <= '9'; p++) {
         len = len * 10 + (*p - '0');
 
         if (len > NGX_HTTP_TIMPUSH_REDIS_MAX_REPLY) {
@@ -984,6 +995,7 @@ ngx_http_timpush_redis_flush(ngx_http_timpush_redis_t *rd)
         }
 
         rd->out_pos += n;
+        rd->written += n;
     }
 
     if (rd->out_pos == rd->out_last && rd->out_hold == NULL) {
@@ -1050,6 +1062,7 @@ ngx_http_timpush_redis_append(ngx_http_timpush_redis_t *rd, u_char *data,
     }
 
     rd->out_last = ngx_cpymem(rd->out_last, data, len);
+    rd->queued += len;
 
     return NGX_OK;
 }

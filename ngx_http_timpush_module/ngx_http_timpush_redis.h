@@ -58,6 +58,7 @@ struct ngx_http_timpush_redis_req_s {
     ngx_queue_t                        queue;
     ngx_http_timpush_redis_reply_pt    handler;
     void                              *data;
+    uint64_t                           end;      /* redis.c's */
 };
 
 
