@@ -8,6 +8,7 @@
 use Test::Nginx::Socket 'no_plan';
 use Timpush::Test qw(free_port);
 use IO::Socket::INET;
+use IO::Select;
 use POSIX ();
 use Time::HiRes qw(sleep);
 
@@ -43,11 +44,16 @@ sub read_command {
     }
 }
 
-# an honest answer: AUTH is accepted, a script returns the user's hash
+# an honest answer: AUTH is accepted, a script returns the user's hash:
+# user "h" has 1111111111111111, user "p<n>" the token n in hex
 sub answer {
     my $argv = shift;
     return "+OK\r\n" if uc $argv->[0] eq 'AUTH';
-    return $HASH if uc $argv->[0] =~ /^EVAL/;
+    if (uc $argv->[0] =~ /^EVAL/) {
+        return $HASH unless ($argv->[3] // '') =~ /\{p(\d+)\}$/;
+        my $t = sprintf '%016x', $1;
+        return "*2\r\n\$18\r\nt:$t\r\n\$4\r\n1001\r\n";
+    }
     return "+OK\r\n";
 }
 
@@ -83,6 +89,8 @@ sub fake_redis {
 }
 
 our @fakes;
+$ENV{TEST_NGINX_AUTH_GO} = "/tmp/timpush-test-auth-go-$$";
+unlink $ENV{TEST_NGINX_AUTH_GO};
 my %bad = (
     TYPE => sub {
         my ($s, $buf) = @_;
@@ -108,6 +116,35 @@ my %bad = (
                 print {$s} $c;
                 sleep 0.002;
             }
+        }
+    },
+    # the commands read in a batch and answered together, in order
+    BATCH => sub {
+        my ($s, $buf) = @_;
+        while (my $argv = read_command($s, $buf)) {
+            my @cmds = ($argv);
+            sleep 0.1;
+            while ($$buf =~ /\A\*/ || IO::Select->new($s)->can_read(0)) {
+                my $next = read_command($s, $buf) or last;
+                push @cmds, $next;
+                sleep 0.02;
+            }
+            print {$s} join '', map { answer($_) } @cmds;
+        }
+    },
+    # AUTH answered only once the test says so; a command written
+    # before that is an error (a server that takes AUTH first, strictly)
+    AUTHWAIT => sub {
+        my ($s, $buf) = @_;
+        read_command($s, $buf) or return;
+        sleep 0.02 until -e $ENV{TEST_NGINX_AUTH_GO};
+        if (IO::Select->new($s)->can_read(0) || length $$buf) {
+            print {$s} "-ERR a command before AUTH was answered\r\n";
+            return;
+        }
+        print {$s} "+OK\r\n";
+        while (my $argv = read_command($s, $buf)) {
+            print {$s} answer($argv);
         }
     },
     DEEP => sub {
@@ -136,6 +173,7 @@ push @fakes, fake_redis($ENV{TEST_NGINX_EXTRA_PORT}, sub {
 END {
     local $?;
     for (@fakes) { kill 'KILL', $_; waitpid $_, 0 }
+    unlink $ENV{TEST_NGINX_AUTH_GO};
 }
 
 # the request that meets the bad connection, then until the connection is
@@ -264,3 +302,70 @@ GET /v1/users/h/devices
 {"error":{"code":"store_unavailable","message":"Redis is not reachable; retry later"}}
 --- error_log eval
 qr/\[error\] .*timpush: Redis 127\.0\.0\.1:\d+: a reply to no command sent/
+
+
+
+=== TEST 7: pipelined commands: each reply to its own command, in order
+--- http_config
+timpush_redis 127.0.0.1:$TEST_NGINX_BATCH_PORT timeout=5s;
+--- config
+location /v1/ { timpush_api; }
+--- init
+my @kids;
+for my $n (1 .. 12) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my ($status, $body) = Timpush::Test::api('GET',
+                                                 "/v1/users/p$n/devices");
+        my $t = sprintf '%016x', $n;
+        POSIX::_exit($status == 200 && $body =~ /"token":"$t"/
+                     && $body =~ /"user_id":"p$n"/ ? 0 : 1);
+    }
+    push @kids, $pid;
+}
+my $ok = 0;
+for (@kids) {
+    waitpid $_, 0;
+    $ok++ if $? == 0;
+}
+Test::More::is($ok, 12, 'every caller got its own user\'s devices');
+--- request
+GET /v1/users/p99/devices
+--- error_code: 200
+--- response_body_like chomp
+"token":"0000000000000063"
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: AUTH first, and nothing written until Redis has accepted it
+--- http_config
+timpush_redis 127.0.0.1:$TEST_NGINX_AUTHWAIT_PORT timeout=5s
+              password_file=$TEST_NGINX_SERVER_ROOT/html/redis.pass;
+--- config
+location /v1/ { timpush_api; }
+--- post_setup_server_root
+my $f = "$ENV{TEST_NGINX_SERVER_ROOT}/html/redis.pass";
+open my $fh, '>', $f or die "$f: $!";
+print $fh "whatever\n";
+close $fh;
+chmod 0600, $f;
+--- init
+my $pid = fork // die "fork: $!";
+if ($pid == 0) {
+    my ($status, $body) = Timpush::Test::api('GET', '/v1/users/h/devices');
+    POSIX::_exit($status == 200 ? 0 : 1);
+}
+Time::HiRes::sleep(0.5);
+open my $go, '>', $ENV{TEST_NGINX_AUTH_GO} or die $!;
+close $go;
+waitpid $pid, 0;
+Test::More::is($?, 0, 'the command queued during AUTH: 200 once accepted');
+--- request
+GET /v1/users/h/devices
+--- error_code: 200
+--- response_body_like chomp
+"token":"1111111111111111"
+--- no_error_log
+[error]
