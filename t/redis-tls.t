@@ -44,9 +44,28 @@ sub start_tls_redis {
 
 our $redis = start_tls_redis();
 
+# a peer that answers anything with a plain Redis error and hangs up
+our $plain = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                   Listen => 16, ReuseAddr => 1)
+    or die "listen: $!";
+$ENV{TEST_NGINX_ERR_PORT} = $plain->sockport;
+our $plain_pid = fork // die "fork: $!";
+if ($plain_pid == 0) {
+    $SIG{PIPE} = 'IGNORE';
+    while (my $s = $plain->accept) {
+        my $buf;
+        sysread($s, $buf, 4096);
+        syswrite($s, "-ERR unknown command\r\n");
+        close $s;
+    }
+    POSIX::_exit(0);
+}
+close $plain;
+
 END {
     local $?;   # the test's exit status, not Redis's
     if ($redis) { kill 'KILL', $redis; waitpid $redis, 0 }
+    if ($plain_pid) { kill 'KILL', $plain_pid; waitpid $plain_pid, 0 }
 }
 
 add_block_preprocessor(sub {
@@ -216,7 +235,24 @@ qr/\[error\] .*timpush: Redis 127\.0\.0\.1:\d+: TLS handshake (failed|timed out)
 
 
 
-=== TEST 8: plain TCP to a TLS port: Redis drops the connection, 503, no crash
+=== TEST 8: TLS to a peer that answers in plain text: the handshake fails, said clearly
+--- http_config
+timpush_redis 127.0.0.1:$TEST_NGINX_ERR_PORT prefix=tls7b tls
+              trusted_certificate=$TEST_NGINX_CERT_DIR/ca.crt;
+--- request
+GET /v1/users/s7/devices
+--- error_code: 503
+--- response_body_like chomp
+"store_unavailable"
+--- error_log eval
+qr/\[error\] .*timpush: Redis 127\.0\.0\.1:\d+: TLS handshake failed/
+--- no_error_log
+[crit]
+[alert]
+
+
+
+=== TEST 9: plain TCP to a TLS port: Redis drops the connection, 503, no crash
 --- http_config
 timpush_redis 127.0.0.1:$TEST_NGINX_TLS_PORT prefix=tls8 timeout=1s;
 --- request
@@ -232,7 +268,7 @@ qr/\[error\] .*timpush: Redis 127\.0\.0\.1:\d+: (not a Redis reply: .*\(a TLS po
 
 
 
-=== TEST 9: Redis killed and restarted under traffic: 503 meanwhile, then TLS again without a reload
+=== TEST 10: Redis killed and restarted under traffic: 503 meanwhile, then TLS again without a reload
 --- http_config
 timpush_redis 127.0.0.1:$TEST_NGINX_TLS_PORT prefix=tls9 tls timeout=1s
               trusted_certificate=$TEST_NGINX_CERT_DIR/ca.crt;
