@@ -409,6 +409,12 @@ ngx_http_timpush_redis_connect(ngx_http_timpush_redis_t *rd)
         return;
     }
 
+    /*
+     * Each step (connect, TLS, AUTH) gets the whole timeout from when the
+     * event loop starts it: a worker's first connect is made before its
+     * clock moves past the other modules' start.
+     */
+
     ngx_add_timer(&rd->timer, rd->opts->timeout);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rd->log, 0,
@@ -433,6 +439,7 @@ ngx_http_timpush_redis_connected(ngx_event_t *ev)
     }
 
     if (rd->opts->ssl) {
+        ngx_add_timer(&rd->timer, rd->opts->timeout);
         ngx_http_timpush_redis_handshake(rd);
         return;
     }
@@ -640,6 +647,7 @@ ngx_http_timpush_redis_talk(ngx_http_timpush_redis_t *rd)
     }
 
     rd->state = NGX_HTTP_TIMPUSH_REDIS_AUTH;
+    ngx_add_timer(&rd->timer, rd->opts->timeout);
 
     (void) ngx_http_timpush_redis_flush(rd);
 }

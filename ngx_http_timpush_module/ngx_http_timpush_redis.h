@@ -22,7 +22,10 @@
  * commands, pipelined, each reply given to the command it answers, in
  * order.  Made again with backoff when it fails.  What is shared by every
  * node of a configuration (TLS, password, timeouts) is in the options; a
- * Redis Cluster client holds one node per master.
+ * Redis Cluster client holds one node per master: its address from
+ * CLUSTER SLOTS by ngx_parse_addr_port(), commands sent back to back
+ * (ASKING, then the command) pipelined in that order, the state handler
+ * telling it when to look at the slot map again.
  */
 
 typedef struct ngx_http_timpush_redis_s      ngx_http_timpush_redis_t;
