@@ -602,6 +602,12 @@ ngx_http_timpush_redis_address(ngx_conf_t *cf,
 
     if (u.family != AF_UNIX) {
         rc->host = u.host;
+
+        /* an IPv6 address without its brackets, as a certificate has it */
+        if (rc->host.len > 2 && rc->host.data[0] == '[') {
+            rc->host.data++;
+            rc->host.len -= 2;
+        }
     }
 
     if (u.naddrs > 1) {
