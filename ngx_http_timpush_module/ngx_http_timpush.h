@@ -17,6 +17,8 @@
 #include <yajl/yajl_gen.h>
 #include <hiredis/hiredis.h>
 
+#include "ngx_http_timpush_redis.h"
+
 
 #define NGX_HTTP_TIMPUSH_ENV_SANDBOX      0
 #define NGX_HTTP_TIMPUSH_ENV_PRODUCTION   1
@@ -52,14 +54,15 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                     name;      /* as configured, for logs */
-    ngx_str_t                     host;      /* numeric address, or path */
-    in_port_t                     port;      /* 0: unix socket */
+    ngx_str_t                     host;      /* its host name or address */
+    ngx_addr_t                    addr;      /* the first address, or path */
     ngx_str_t                     prefix;
     ngx_msec_t                    timeout;
     ngx_uint_t                    max_pending;
-    ngx_str_t                     user;      /* AUTH user, or empty */
-    ngx_str_t                     password;  /* secret memory, or empty */
     ngx_str_t                     password_file;
+    ngx_flag_t                    tls;
+    ngx_str_t                     trusted;   /* trusted_certificate= */
+    ngx_http_timpush_redis_opts_t opts;      /* TLS, AUTH: every connection */
 } ngx_http_timpush_redis_conf_t;
 
 
@@ -95,7 +98,7 @@ typedef struct {
 } ngx_http_timpush_loc_conf_t;
 
 
-/* Redis store: one pipelined hiredis connection per worker (store.c) */
+/* Redis store: one pipelined connection per worker (store.c, redis.c) */
 
 typedef enum {
     NGX_HTTP_TIMPUSH_SCRIPT_REGISTER = 0,

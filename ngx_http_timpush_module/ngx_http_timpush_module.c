@@ -26,6 +26,8 @@ static char *ngx_http_timpush_redis_address(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value);
 static ngx_int_t ngx_http_timpush_redis_password(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc);
+static ngx_int_t ngx_http_timpush_redis_ssl(ngx_conf_t *cf,
+    ngx_http_timpush_redis_conf_t *rc);
 static char *ngx_http_timpush_devices_per_app(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_timpush_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -443,11 +445,38 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
-            rc->user.data = value[i].data + 5;
-            rc->user.len = value[i].len - 5;
+        if (ngx_strcmp(value[i].data, "tls") == 0) {
+            rc->tls = 1;
+            continue;
+        }
 
-            if (rc->user.len == 0) {
+        if (ngx_strncmp(value[i].data, "trusted_certificate=", 20) == 0) {
+            rc->trusted.data = value[i].data + 20;
+            rc->trusted.len = value[i].len - 20;
+
+            if (rc->trusted.len == 0) {
+                return "has an empty \"trusted_certificate=\"";
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_name=", 9) == 0) {
+            rc->opts.tls_name.data = value[i].data + 9;
+            rc->opts.tls_name.len = value[i].len - 9;
+
+            if (rc->opts.tls_name.len == 0) {
+                return "has an empty \"tls_name=\"";
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            rc->opts.user.data = value[i].data + 5;
+            rc->opts.user.len = value[i].len - 5;
+
+            if (rc->opts.user.len == 0) {
                 return "has an empty \"user=\"";
             }
 
@@ -477,8 +506,18 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (rc->user.len && rc->password_file.len == 0) {
+    if (rc->opts.user.len && rc->password_file.len == 0) {
         return "has \"user=\" without \"password_file=\"";
+    }
+
+    if (!rc->tls && (rc->trusted.len || rc->opts.tls_name.len)) {
+        return "has \"trusted_certificate=\" or \"tls_name=\" without "
+               "\"tls\"";
+    }
+
+    if (rc->tls && rc->host.len == 0 && rc->opts.tls_name.len == 0) {
+        return "has \"tls\" on a unix socket without \"tls_name=\" (the "
+               "name the server certificate is checked against)";
     }
 
     if (rc->password_file.len) {
@@ -486,6 +525,14 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
     }
+
+    if (rc->tls) {
+        if (ngx_http_timpush_redis_ssl(cf, rc) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    rc->opts.timeout = rc->timeout;
 
     tmcf->redis_set = 1;
 
@@ -507,13 +554,13 @@ ngx_http_timpush_redis_password(ngx_conf_t *cf,
 
     if (ngx_http_timpush_secret_password(cf, (u_char *) "timpush_redis",
                                          "password_file", &rc->password_file,
-                                         cf->pool, &rc->password)
+                                         cf->pool, &rc->opts.password)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (rc->password.len == 0) {
+    if (rc->opts.password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "timpush_redis: password_file \"%V\" has no "
                            "password on its first line", &rc->password_file);
@@ -527,30 +574,17 @@ ngx_http_timpush_redis_password(ngx_conf_t *cf,
 /*
  * A host name is resolved here, when the configuration is read (DNS would
  * block the event loop later); the first address is used, as nginx does
- * for a "server" without a resolver.
+ * for a "server" without a resolver.  The host as written is kept: the
+ * name a TLS server certificate is checked against.
  */
 
 static char *
 ngx_http_timpush_redis_address(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value)
 {
-    u_char     *p;
-    ngx_url_t   u;
+    ngx_url_t  u;
 
     rc->name = *value;
-
-    if (value->len > 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
-        rc->host.len = value->len - 5;
-        rc->host.data = ngx_pnalloc(cf->pool, rc->host.len + 1);
-        if (rc->host.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(rc->host.data, value->data + 5, rc->host.len + 1);
-        rc->port = 0;
-
-        return NGX_CONF_OK;
-    }
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
@@ -564,26 +598,80 @@ ngx_http_timpush_redis_address(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    /* hiredis takes the address as text, without brackets or port */
+    rc->addr = u.addrs[0];
 
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
+    if (u.family != AF_UNIX) {
+        rc->host = u.host;
+
+        /* an IPv6 address without its brackets, as a certificate has it */
+        if (rc->host.len > 2 && rc->host.data[0] == '[') {
+            rc->host.data++;
+            rc->host.len -= 2;
+        }
     }
-
-    rc->host.data = p;
-    rc->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
-                                 NGX_SOCKADDR_STRLEN, 0);
-    p[rc->host.len] = '\0';
-    rc->port = u.port;
 
     if (u.naddrs > 1) {
         ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                            "timpush_redis: \"%V\" has %ui addresses, %V is "
-                           "used", value, u.naddrs, &rc->host);
+                           "used", value, u.naddrs, &u.addrs[0].name);
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * TLS to Redis: the server certificate is always verified, against
+ * trusted_certificate= or else the system's CAs (as for APNs).
+ */
+
+static ngx_int_t
+ngx_http_timpush_redis_ssl(ngx_conf_t *cf, ngx_http_timpush_redis_conf_t *rc)
+{
+    ngx_ssl_t           *ssl;
+    ngx_pool_cleanup_t  *cln;
+
+    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ssl->log = cf->log;
+
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = ssl;
+
+    if (rc->trusted.len) {
+        if (ngx_ssl_trusted_certificate(cf, ssl, &rc->trusted, 5)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "timpush_redis: cannot use "
+                               "trusted_certificate=\"%V\"", &rc->trusted);
+            return NGX_ERROR;
+        }
+
+    } else if (SSL_CTX_set_default_verify_paths(ssl->ctx) != 1) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush_redis: SSL_CTX_set_default_verify_paths()");
+        return NGX_ERROR;
+    }
+
+    rc->opts.ssl = ssl;
+
+    return NGX_OK;
 }
 
 

@@ -2,11 +2,10 @@
 /*
  * Copyright (C) timpush authors
  *
- * The Redis store: one pipelined hiredis async connection per worker,
- * driven by nginx events (level-triggered: hiredis reads and writes once
- * per call and expects to be called again while the socket is ready).
- * Every command has a deadline on an nginx timer; a reply that comes after
- * it is dropped.  The connection is re-made with backoff when it fails.
+ * The Redis store: one pipelined connection per worker (redis.c owns its
+ * life: connect, TLS, AUTH, reconnect with backoff), and a second one for
+ * the async reader's blocking reads.  Every command has a deadline on an
+ * nginx timer; a reply that comes after it is dropped.
  *
  * A user's devices are one hash, "<prefix>:u:{<user>}"; each token has a
  * reverse index, "<prefix>:t:{<token>}" (owner.c); each msg_id a hash of
@@ -20,16 +19,11 @@
 #include "ngx_http_timpush.h"
 #include "ngx_http_timpush_metrics.h"
 
-#include <hiredis/async.h>
 #include <openssl/sha.h>
 
 
-#define NGX_HTTP_TIMPUSH_BACKOFF_MIN  100
-#define NGX_HTTP_TIMPUSH_BACKOFF_MAX  3000
-#define NGX_HTTP_TIMPUSH_BACKOFF_AUTH 10000     /* after AUTH is refused */
-
-
 struct ngx_http_timpush_store_cmd_s {
+    ngx_http_timpush_redis_req_t         req;
     ngx_event_t                          deadline;
     struct ngx_http_timpush_store_s     *st;
     ngx_msec_t                           timeout;
@@ -45,45 +39,23 @@ struct ngx_http_timpush_store_cmd_s {
 
 
 typedef struct ngx_http_timpush_store_s {
-    redisAsyncContext                   *ac;
-    ngx_connection_t                    *conn;
+    ngx_http_timpush_redis_t            *rd;
     ngx_http_timpush_redis_conf_t       *conf;
     ngx_log_t                           *log;
-    ngx_event_t                          reconnect;
-    ngx_msec_t                           backoff;
-    ngx_msec_t                           last_reply;
     ngx_uint_t                           pending;
     ngx_uint_t                           exiting;
-    ngx_uint_t                           auth_failed;
     ngx_uint_t                           blocking;  /* the async reader's */
     u_char                               sha[NGX_HTTP_TIMPUSH_SCRIPT_LAST]
                                              [SHA_DIGEST_LENGTH * 2];
 } ngx_http_timpush_store_t;
 
 
-static void ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st);
-static void ngx_http_timpush_store_reconnect_handler(ngx_event_t *ev);
-static void ngx_http_timpush_store_schedule(ngx_http_timpush_store_t *st);
-static void ngx_http_timpush_store_on_connect(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
-    int status);
-static ngx_int_t ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
-    redisAsyncContext *ac);
-static ngx_int_t ngx_http_timpush_store_auth(ngx_http_timpush_store_t *st);
-static void ngx_http_timpush_store_auth_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_http_timpush_store_read_handler(ngx_event_t *ev);
-static void ngx_http_timpush_store_write_handler(ngx_event_t *ev);
-static void ngx_http_timpush_store_add_read(void *data);
-static void ngx_http_timpush_store_del_read(void *data);
-static void ngx_http_timpush_store_add_write(void *data);
-static void ngx_http_timpush_store_del_write(void *data);
-static void ngx_http_timpush_store_cleanup(void *data);
+static void ngx_http_timpush_store_state(void *data, ngx_uint_t up,
+    const char *error);
 static ngx_int_t ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_uint_t eval);
-static void ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
+    redisReply *reply);
 static void ngx_http_timpush_store_deadline_handler(ngx_event_t *ev);
 static void ngx_http_timpush_store_answer(ngx_http_timpush_store_cmd_t *cmd,
     redisReply *reply, ngx_int_t rc);
@@ -95,8 +67,6 @@ static ngx_http_timpush_store_t *ngx_http_timpush_store_make(
     ngx_cycle_t *cycle, ngx_http_timpush_main_conf_t *tmcf,
     ngx_uint_t blocking);
 static void ngx_http_timpush_store_close(ngx_http_timpush_store_t *st);
-static void ngx_http_timpush_store_up(ngx_http_timpush_store_t *st,
-    ngx_uint_t up);
 static void ngx_http_timpush_store_error(ngx_http_timpush_store_t *st,
     const char *kind);
 static ngx_http_timpush_store_cmd_t *ngx_http_timpush_store_alloc(
@@ -594,7 +564,6 @@ ngx_http_timpush_store_make(ngx_cycle_t *cycle,
 
     st->conf = &tmcf->redis;
     st->log = cycle->log;
-    st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
     st->blocking = blocking;
 
     for (i = 0; i < NGX_HTTP_TIMPUSH_SCRIPT_LAST; i++) {
@@ -603,12 +572,13 @@ ngx_http_timpush_store_make(ngx_cycle_t *cycle,
         ngx_hex_dump(st->sha[i], digest, SHA_DIGEST_LENGTH);
     }
 
-    st->reconnect.handler = ngx_http_timpush_store_reconnect_handler;
-    st->reconnect.data = st;
-    st->reconnect.log = cycle->log;
-    st->reconnect.cancelable = 1;
-
-    ngx_http_timpush_store_connect(st);
+    st->rd = ngx_http_timpush_redis_create(cycle->log, &st->conf->opts,
+                                           &st->conf->name, &st->conf->host,
+                                           &st->conf->addr,
+                                           ngx_http_timpush_store_state, st);
+    if (st->rd == NULL) {
+        return NULL;
+    }
 
     return st;
 }
@@ -634,23 +604,23 @@ ngx_http_timpush_store_close(ngx_http_timpush_store_t *st)
 
     st->exiting = 1;
 
-    if (st->reconnect.timer_set) {
-        ngx_del_timer(&st->reconnect);
-    }
-
-    if (st->ac) {
-        /* answers the commands still waiting with NULL, then cleans up */
-        redisAsyncFree(st->ac);
-        st->ac = NULL;
-    }
+    /* answers the commands still waiting with NULL */
+    ngx_http_timpush_redis_destroy(st->rd);
+    st->rd = NULL;
 }
 
 
 /* Redis as the metrics see it: the main connection's */
 
 static void
-ngx_http_timpush_store_up(ngx_http_timpush_store_t *st, ngx_uint_t up)
+ngx_http_timpush_store_state(void *data, ngx_uint_t up, const char *error)
 {
+    ngx_http_timpush_store_t *st = data;
+
+    if (error) {
+        ngx_http_timpush_store_error(st, error);
+    }
+
     if (!st->blocking) {
         ngx_http_timpush_metric_redis_up(up);
     }
@@ -663,353 +633,6 @@ ngx_http_timpush_store_error(ngx_http_timpush_store_t *st, const char *kind)
     if (!st->blocking) {
         ngx_http_timpush_metric_redis_error(kind);
     }
-}
-
-
-static void
-ngx_http_timpush_store_connect(ngx_http_timpush_store_t *st)
-{
-    redisAsyncContext              *ac;
-    ngx_http_timpush_redis_conf_t  *rc;
-
-    rc = st->conf;
-
-    if (rc->port) {
-        ac = redisAsyncConnect((char *) rc->host.data, rc->port);
-
-    } else {
-        ac = redisAsyncConnectUnix((char *) rc->host.data);
-    }
-
-    if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: out of memory", &rc->name);
-        ngx_http_timpush_store_schedule(st);
-        return;
-    }
-
-    if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: connect failed: %s",
-                      &rc->name, ac->errstr);
-        ngx_http_timpush_store_error(st, "connect");
-        redisAsyncFree(ac);
-        ngx_http_timpush_store_schedule(st);
-        return;
-    }
-
-    if (ngx_http_timpush_store_attach(st, ac) != NGX_OK
-        || ngx_http_timpush_store_auth(st) != NGX_OK)
-    {
-        redisAsyncFree(ac);
-        st->ac = NULL;
-        ngx_http_timpush_store_schedule(st);
-        return;
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, st->log, 0,
-                   "timpush: Redis %V: connecting", &rc->name);
-}
-
-
-static ngx_int_t
-ngx_http_timpush_store_attach(ngx_http_timpush_store_t *st,
-    redisAsyncContext *ac)
-{
-    ngx_connection_t  *c;
-
-    c = ngx_get_connection(ac->c.fd, st->log);
-    if (c == NULL) {
-        return NGX_ERROR;
-    }
-
-    c->data = st;
-    c->read->handler = ngx_http_timpush_store_read_handler;
-    c->write->handler = ngx_http_timpush_store_write_handler;
-    c->read->log = st->log;
-    c->write->log = st->log;
-
-    st->ac = ac;
-    st->conn = c;
-    st->last_reply = ngx_current_msec;
-
-    ac->data = st;
-    ac->ev.data = st;
-    ac->ev.addRead = ngx_http_timpush_store_add_read;
-    ac->ev.delRead = ngx_http_timpush_store_del_read;
-    ac->ev.addWrite = ngx_http_timpush_store_add_write;
-    ac->ev.delWrite = ngx_http_timpush_store_del_write;
-    ac->ev.cleanup = ngx_http_timpush_store_cleanup;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_timpush_store_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_timpush_store_on_disconnect);
-
-    /* the connect completes on the first write event */
-    ngx_http_timpush_store_add_write(st);
-
-    return NGX_OK;
-}
-
-
-/*
- * AUTH goes first on every connection; commands queued meanwhile follow
- * it in the pipeline.  A refusal is the operator's to fix: it is logged
- * (Redis's words, never the password) and the connection dropped, its
- * commands answered as failed, and made again after a longer backoff.
- */
-
-static ngx_int_t
-ngx_http_timpush_store_auth(ngx_http_timpush_store_t *st)
-{
-    int                             argc;
-    size_t                          argvlen[3];
-    const char                     *argv[3];
-    ngx_http_timpush_redis_conf_t  *rc;
-
-    rc = st->conf;
-
-    if (rc->password.len == 0) {
-        return NGX_OK;
-    }
-
-    argc = 0;
-    argv[argc] = "AUTH";
-    argvlen[argc++] = 4;
-
-    if (rc->user.len) {
-        argv[argc] = (char *) rc->user.data;
-        argvlen[argc++] = rc->user.len;
-    }
-
-    argv[argc] = (char *) rc->password.data;
-    argvlen[argc++] = rc->password.len;
-
-    if (redisAsyncCommandArgv(st->ac, ngx_http_timpush_store_auth_reply, st,
-                              argc, argv, argvlen)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_timpush_store_auth_reply(redisAsyncContext *ac, void *r,
-    void *privdata)
-{
-    redisReply                *reply = r;
-    ngx_http_timpush_store_t  *st = privdata;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
-        st->auth_failed = 0;
-        ngx_http_timpush_store_up(st, reply != NULL);
-        return;
-    }
-
-    ngx_http_timpush_store_error(st, "auth");
-    ngx_http_timpush_store_up(st, 0);
-
-    ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                  "timpush: Redis %V: AUTH%s%V refused: %*s",
-                  &st->conf->name, st->conf->user.len ? " as " : "",
-                  &st->conf->user, (size_t) reply->len, reply->str);
-
-    st->auth_failed = 1;
-    st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_AUTH;
-
-    redisAsyncDisconnect(ac);
-}
-
-
-static void
-ngx_http_timpush_store_schedule(ngx_http_timpush_store_t *st)
-{
-    if (st->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
-        return;
-    }
-
-    if (!st->reconnect.timer_set) {
-        ngx_add_timer(&st->reconnect, st->backoff);
-    }
-
-    st->backoff = ngx_min(st->backoff * 2, NGX_HTTP_TIMPUSH_BACKOFF_MAX);
-}
-
-
-static void
-ngx_http_timpush_store_reconnect_handler(ngx_event_t *ev)
-{
-    ngx_http_timpush_store_t  *st = ev->data;
-
-    if (st->ac == NULL) {
-        ngx_http_timpush_store_connect(st);
-    }
-}
-
-
-static void
-ngx_http_timpush_store_on_connect(const redisAsyncContext *ac, int status)
-{
-    ngx_http_timpush_store_t  *st = ac->data;
-
-    if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: connect failed: %s",
-                      &st->conf->name, ac->errstr);
-        ngx_http_timpush_store_error(st, "connect");
-
-        /* hiredis frees the context after this callback */
-        st->ac = NULL;
-        ngx_http_timpush_store_schedule(st);
-        return;
-    }
-
-    if (st->backoff > NGX_HTTP_TIMPUSH_BACKOFF_MIN * 2 && !st->auth_failed) {
-        ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
-                      "timpush: Redis %V: connected", &st->conf->name);
-    }
-
-    st->backoff = NGX_HTTP_TIMPUSH_BACKOFF_MIN;
-    st->last_reply = ngx_current_msec;
-
-    /* with a password, up once AUTH is answered */
-    if (st->conf->password.len == 0) {
-        ngx_http_timpush_store_up(st, 1);
-    }
-}
-
-
-static void
-ngx_http_timpush_store_on_disconnect(const redisAsyncContext *ac,
-    int status)
-{
-    ngx_http_timpush_store_t  *st = ac->data;
-
-    if (status != REDIS_OK && !st->exiting) {
-        ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: connection lost: %s",
-                      &st->conf->name, ac->errstr ? ac->errstr : "closed");
-        ngx_http_timpush_store_error(st, "connect");
-    }
-
-    ngx_http_timpush_store_up(st, 0);
-
-    st->ac = NULL;
-    ngx_http_timpush_store_schedule(st);
-}
-
-
-static void
-ngx_http_timpush_store_read_handler(ngx_event_t *ev)
-{
-    ngx_connection_t          *c = ev->data;
-    ngx_http_timpush_store_t  *st = c->data;
-
-    /* hiredis may free the context (and this connection) in there */
-    redisAsyncHandleRead(st->ac);
-}
-
-
-static void
-ngx_http_timpush_store_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t          *c = ev->data;
-    ngx_http_timpush_store_t  *st = c->data;
-
-    redisAsyncHandleWrite(st->ac);
-}
-
-
-static void
-ngx_http_timpush_store_add_read(void *data)
-{
-    ngx_http_timpush_store_t *st = data;
-
-    if (!st->conn->read->active) {
-        if (ngx_add_event(st->conn->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, st->log, 0,
-                          "timpush: Redis: cannot add read event");
-        }
-    }
-}
-
-
-static void
-ngx_http_timpush_store_del_read(void *data)
-{
-    ngx_http_timpush_store_t *st = data;
-
-    if (st->conn->read->active) {
-        ngx_del_event(st->conn->read, NGX_READ_EVENT, 0);
-    }
-}
-
-
-static void
-ngx_http_timpush_store_add_write(void *data)
-{
-    ngx_http_timpush_store_t *st = data;
-
-    if (!st->conn->write->active) {
-        if (ngx_add_event(st->conn->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, st->log, 0,
-                          "timpush: Redis: cannot add write event");
-        }
-    }
-}
-
-
-static void
-ngx_http_timpush_store_del_write(void *data)
-{
-    ngx_http_timpush_store_t *st = data;
-
-    if (st->conn->write->active) {
-        ngx_del_event(st->conn->write, NGX_WRITE_EVENT, 0);
-    }
-}
-
-
-/* hiredis closes the socket itself: only the nginx side is released */
-
-static void
-ngx_http_timpush_store_cleanup(void *data)
-{
-    ngx_http_timpush_store_t *st = data;
-
-    ngx_connection_t  *c;
-
-    c = st->conn;
-    if (c == NULL) {
-        return;
-    }
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
-
-    st->conn = NULL;
 }
 
 
@@ -1121,8 +744,7 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     st = ngx_http_timpush_store;
 
     /* until Redis takes our password again, nothing is queued */
-
-    if (st == NULL || st->ac == NULL || st->auth_failed) {
+    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -1185,6 +807,8 @@ ngx_http_timpush_store_alloc(ngx_http_timpush_store_t *st, ngx_uint_t argc,
 
     ngx_memzero(cmd, sizeof(ngx_http_timpush_store_cmd_t));
 
+    cmd->req.handler = ngx_http_timpush_store_reply;
+    cmd->req.data = cmd;
     cmd->handler = handler;
     cmd->data = data;
     cmd->argc = argc;
@@ -1221,6 +845,8 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
+    ngx_int_t  rc;
+
     cmd->st = st;
     cmd->timeout = timeout;
     cmd->deadline.handler = ngx_http_timpush_store_deadline_handler;
@@ -1230,9 +856,11 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     /* a worker that exits does not wait for a blocked read to return */
     cmd->deadline.cancelable = st->blocking;
 
-    if (ngx_http_timpush_store_send(st, cmd, 0) != NGX_OK) {
+    rc = ngx_http_timpush_store_send(st, cmd, 0);
+
+    if (rc != NGX_OK) {
         ngx_free(cmd);
-        return NGX_ERROR;
+        return rc;
     }
 
     ngx_add_timer(&cmd->deadline, timeout);
@@ -1263,7 +891,7 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
 
     st = blocking ? ngx_http_timpush_store_blocking : ngx_http_timpush_store;
 
-    if (st == NULL || st->ac == NULL || st->auth_failed) {
+    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -1289,6 +917,7 @@ static ngx_int_t
 ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_uint_t eval)
 {
+    ngx_int_t   rc;
     ngx_str_t  *script;
 
     if (cmd->script == NGX_HTTP_TIMPUSH_SCRIPT_LAST) {
@@ -1308,11 +937,10 @@ ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
         cmd->argvlen[1] = SHA_DIGEST_LENGTH * 2;
     }
 
-    if (redisAsyncCommandArgv(st->ac, ngx_http_timpush_store_reply, cmd,
-                              cmd->argc, cmd->argv, cmd->argvlen)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
+    rc = ngx_http_timpush_redis_send(st->rd, &cmd->req, cmd->argc, cmd->argv,
+                                     cmd->argvlen);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     cmd->sent = ngx_current_msec;
@@ -1323,10 +951,10 @@ ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
 
 
 static void
-ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
+    redisReply *reply)
 {
-    redisReply                    *reply = r;
-    ngx_http_timpush_store_cmd_t  *cmd = privdata;
+    ngx_http_timpush_store_cmd_t  *cmd = req->data;
 
     ngx_http_timpush_store_t  *st;
 
@@ -1339,8 +967,6 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    st->last_reply = ngx_current_msec;
-
     /*
      * Forgotten (its caller is gone, or its deadline passed): a script
      * that did not run is not run now, as EVAL, for nobody (a push's
@@ -1349,8 +975,7 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (reply->type == REDIS_REPLY_ERROR
         && reply->len > 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && !cmd->answered && cmd->handler
-        && st->ac && !(ac->c.flags & REDIS_DISCONNECTING))
+        && !cmd->answered && cmd->handler)
     {
         if (ngx_http_timpush_store_send(st, cmd, 1) == NGX_OK) {
             return;
@@ -1358,13 +983,10 @@ ngx_http_timpush_store_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        if (!st->auth_failed) {
-            /* after a refused AUTH, each command's NOAUTH says no more */
-            ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                          "timpush: Redis %V: %*s", &st->conf->name,
-                          (size_t) reply->len, reply->str);
-            ngx_http_timpush_store_error(st, "reply");
-        }
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: %*s", &st->conf->name,
+                      (size_t) reply->len, reply->str);
+        ngx_http_timpush_store_error(st, "reply");
 
         ngx_http_timpush_store_answer(cmd, NULL, NGX_ERROR);
 
@@ -1387,7 +1009,6 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
 {
     ngx_http_timpush_store_cmd_t  *cmd = ev->data;
 
-    redisAsyncContext         *ac;
     ngx_http_timpush_store_t  *st;
 
     st = cmd->st;
@@ -1399,24 +1020,15 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
 
     ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
 
-    ac = st->ac;
-
-    if (ac && ngx_current_msec - st->last_reply >= st->conf->timeout) {
+    if (ngx_http_timpush_redis_ready(st->rd) == NGX_OK
+        && ngx_http_timpush_redis_idle(st->rd) >= st->conf->timeout)
+    {
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
                       "timpush: Redis %V: not answering, reconnecting",
                       &st->conf->name);
 
-        /*
-         * This calls back every waiting command, this one included, and
-         * the disconnect callback only if the connection was established.
-         */
-        redisAsyncFree(ac);
-
-        if (st->ac == ac) {
-            st->ac = NULL;
-            ngx_http_timpush_store_up(st, 0);
-            ngx_http_timpush_store_schedule(st);
-        }
+        /* this calls back every waiting command, this one included */
+        ngx_http_timpush_redis_reset(st->rd);
     }
 }
 
@@ -1461,7 +1073,7 @@ ngx_http_timpush_store_room(ngx_uint_t n)
 
     st = ngx_http_timpush_store;
 
-    if (st == NULL || st->ac == NULL || st->auth_failed) {
+    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
         return NGX_DECLINED;
     }
 
