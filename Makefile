@@ -5,7 +5,8 @@
 #   make stop    stop what "make run" started
 #   make test    install what is missing, build, run every suite
 #   make test-valgrind   the same suites with nginx under valgrind
-#   make unit    the rendering unit tests; make fuzz: the push-body fuzzer
+#   make unit    the rendering and cluster-routing unit tests; make fuzz:
+#                the push-body fuzzer
 #   make test-mutants   each mutant of t/mutants/ built and tested: every
 #                one must be killed by the suites
 #   make bench   the benchmarks (bench/README.md)
@@ -118,7 +119,7 @@ test-valgrind: deps-test build certs
 test-mutants: deps-test build certs
 	@./t/mutants/run.sh $(MUTANTS)
 
-# the rendering unit tests alone (make test runs them too)
+# the unit tests alone (make test runs them too)
 unit: build
 	@$(MAKE) -s -f t/unit/Makefile check
 

@@ -322,6 +322,7 @@ ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
     redisReply  *e, *k, *v;
 
     ngx_memzero(node, sizeof(ngx_http_timpush_cluster_node_t));
+    ngx_str_set(&node->host, "");
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
         return NGX_ERROR;
@@ -496,8 +497,9 @@ ngx_http_timpush_cluster_map_find(ngx_http_timpush_cluster_map_t *map,
 
     for (i = 0; i < map->nodes.nelts; i++) {
         if (nodes[i].port == port && nodes[i].host.len == host->len
-            && ngx_strncasecmp(nodes[i].host.data, host->data, host->len)
-               == 0)
+            && (host->len == 0
+                || ngx_strncasecmp(nodes[i].host.data, host->data, host->len)
+                   == 0))
         {
             return i;
         }
