@@ -25,13 +25,13 @@ typedef struct {
 
 static ngx_int_t ngx_http_timpush_cluster_range(
     ngx_http_timpush_cluster_map_t *map, redisReply *r, ngx_uint_t n,
-    ngx_log_t *log);
+    ngx_str_t *asked, ngx_log_t *log);
 static ngx_int_t ngx_http_timpush_cluster_replicas(
     ngx_http_timpush_cluster_map_t *map, redisReply *r, ngx_uint_t n,
-    ngx_log_t *log);
+    ngx_str_t *asked, ngx_log_t *log);
 static ngx_int_t ngx_http_timpush_cluster_node(
-    ngx_http_timpush_cluster_map_t *map, redisReply *r,
-    ngx_http_timpush_cluster_node_t *node, ngx_log_t *log);
+    ngx_http_timpush_cluster_map_t *map, redisReply *r, ngx_str_t *asked,
+    ngx_http_timpush_cluster_node_t *node);
 static ngx_int_t ngx_http_timpush_cluster_text(ngx_pool_t *pool,
     redisReply *r, ngx_str_t *s);
 static ngx_int_t ngx_http_timpush_cluster_host_valid(u_char *p, size_t len);
@@ -135,15 +135,18 @@ ngx_http_timpush_cluster_slot(u_char *key, size_t len)
 /*
  * CLUSTER SLOTS: [[start, end, master, replica...], ...], each node
  * [endpoint, port, id?, metadata?, ...] (ids since Redis 4, metadata
- * since 7).  Anything else, ranges that overlap or leave 0..16383, and
+ * since 7).  "asked" is the host of the node that answered (NULL: none
+ * known), for the nodes whose endpoint Redis does not know.  Anything else, ranges that overlap or leave 0..16383, and
  * the map is refused whole: the old one stays.  Slots no range names are
  * left without a master (a cluster being set up or failing): a command
  * for one of them fails, and the map is read again later.
  */
 
 ngx_http_timpush_cluster_map_t *
-ngx_http_timpush_cluster_map_build(redisReply *reply, ngx_log_t *log)
+ngx_http_timpush_cluster_map_build(redisReply *reply, ngx_str_t *asked,
+    ngx_log_t *log)
 {
+    ngx_str_t                        host;
     ngx_uint_t                       i;
     ngx_pool_t                      *pool;
     ngx_http_timpush_cluster_map_t  *map;
@@ -176,10 +179,25 @@ ngx_http_timpush_cluster_map_build(redisReply *reply, ngx_log_t *log)
         goto failed;
     }
 
+    /* the map's own copy: the caller's may go before the map does */
+
+    if (asked) {
+        host.len = asked->len;
+        host.data = ngx_pnalloc(pool, asked->len + 1);
+        if (host.data == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(host.data, asked->data, asked->len);
+        host.data[host.len] = '\0';
+        asked = &host;
+    }
+
     /* masters first, so that they are nodes[0 .. nmasters - 1] */
 
     for (i = 0; i < reply->elements; i++) {
-        if (ngx_http_timpush_cluster_range(map, reply->element[i], i, log)
+        if (ngx_http_timpush_cluster_range(map, reply->element[i], i, asked,
+                                           log)
             != NGX_OK)
         {
             goto failed;
@@ -189,7 +207,8 @@ ngx_http_timpush_cluster_map_build(redisReply *reply, ngx_log_t *log)
     map->nmasters = map->nodes.nelts;
 
     for (i = 0; i < reply->elements; i++) {
-        if (ngx_http_timpush_cluster_replicas(map, reply->element[i], i, log)
+        if (ngx_http_timpush_cluster_replicas(map, reply->element[i], i,
+                                              asked, log)
             != NGX_OK)
         {
             goto failed;
@@ -208,7 +227,7 @@ failed:
 
 static ngx_int_t
 ngx_http_timpush_cluster_range(ngx_http_timpush_cluster_map_t *map,
-    redisReply *r, ngx_uint_t n, ngx_log_t *log)
+    redisReply *r, ngx_uint_t n, ngx_str_t *asked, ngx_log_t *log)
 {
     ngx_int_t                         m;
     ngx_uint_t                        s;
@@ -236,7 +255,7 @@ ngx_http_timpush_cluster_range(ngx_http_timpush_cluster_map_t *map,
         return NGX_ERROR;
     }
 
-    if (ngx_http_timpush_cluster_node(map, r->element[2], &node, log)
+    if (ngx_http_timpush_cluster_node(map, r->element[2], asked, &node)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -279,14 +298,14 @@ ngx_http_timpush_cluster_range(ngx_http_timpush_cluster_map_t *map,
 
 static ngx_int_t
 ngx_http_timpush_cluster_replicas(ngx_http_timpush_cluster_map_t *map,
-    redisReply *r, ngx_uint_t n, ngx_log_t *log)
+    redisReply *r, ngx_uint_t n, ngx_str_t *asked, ngx_log_t *log)
 {
     ngx_uint_t                        i;
     ngx_http_timpush_cluster_node_t   node, *nodes;
 
     for (i = 3; i < r->elements; i++) {
 
-        if (ngx_http_timpush_cluster_node(map, r->element[i], &node, log)
+        if (ngx_http_timpush_cluster_node(map, r->element[i], asked, &node)
             != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -316,13 +335,19 @@ ngx_http_timpush_cluster_replicas(ngx_http_timpush_cluster_map_t *map,
 
 static ngx_int_t
 ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
-    redisReply *r, ngx_http_timpush_cluster_node_t *node, ngx_log_t *log)
+    redisReply *r, ngx_str_t *asked, ngx_http_timpush_cluster_node_t *node)
 {
     ngx_uint_t   i;
     redisReply  *e, *k, *v;
 
     ngx_memzero(node, sizeof(ngx_http_timpush_cluster_node_t));
-    ngx_str_set(&node->host, "");
+
+    if (asked) {
+        node->host = *asked;
+
+    } else {
+        ngx_str_set(&node->host, "");
+    }
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
         return NGX_ERROR;
@@ -346,7 +371,7 @@ ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
 
         /* "" and "?": an endpoint Redis does not know, as NULL */
 
-        if (!(e->len == 1 && e->str[0] == '?')
+        if (e->len && !(e->len == 1 && e->str[0] == '?')
             && ngx_http_timpush_cluster_text(map->pool, e, &node->host)
                != NGX_OK)
         {

@@ -30,10 +30,10 @@
 
 /*
  * A node as CLUSTER SLOTS names it.  "host" is the preferred endpoint, an
- * address or a host name, without brackets, NUL-terminated; empty when
- * Redis does not know it (NULL, "" or "?"): the node is then reached on
- * the host of the node that answered, at "port" (the Redis documentation
- * of CLUSTER SLOTS).
+ * address or a host name, without brackets, NUL-terminated.  When Redis
+ * does not know it (NULL, "" or "?") the node is reached on the host of
+ * the node that answered, at "port" (the Redis documentation of CLUSTER
+ * SLOTS): the map has that host, given to map_build().
  */
 typedef struct {
     ngx_str_t                     host;
@@ -72,7 +72,8 @@ typedef struct {
     ngx_http_timpush_cluster_redirect_e  type;
     ngx_uint_t                    slot;
     ngx_str_t                     host;      /* into host_buf; empty: the
-                                                host that answered */
+                                                host that answered, the
+                                                caller's to fill in */
     in_port_t                     port;
     u_char                        host_buf[NGX_HTTP_TIMPUSH_CLUSTER_HOST_MAX
                                            + 1];
@@ -130,7 +131,7 @@ typedef struct {
 ngx_uint_t ngx_http_timpush_cluster_slot(u_char *key, size_t len);
 
 ngx_http_timpush_cluster_map_t *ngx_http_timpush_cluster_map_build(
-    redisReply *reply, ngx_log_t *log);
+    redisReply *reply, ngx_str_t *asked, ngx_log_t *log);
 void ngx_http_timpush_cluster_map_ref(ngx_http_timpush_cluster_map_t *map);
 void ngx_http_timpush_cluster_map_unref(ngx_http_timpush_cluster_map_t *map);
 void ngx_http_timpush_cluster_map_swap(ngx_http_timpush_cluster_map_t **cur,

@@ -130,13 +130,15 @@ resp_sane(const uint8_t *data, size_t size)
 static void
 run_map(redisReply *r)
 {
+    ngx_str_t                        asked;
     ngx_uint_t                       allocs, fail;
     ngx_http_timpush_cluster_map_t  *map, *again;
 
+    ngx_str_set(&asked, "127.0.0.1");
     ngx_stubs_allocs = 0;
     ngx_stubs_fail_at = 0;
 
-    map = ngx_http_timpush_cluster_map_build(r, &fuzz_log);
+    map = ngx_http_timpush_cluster_map_build(r, &asked, &fuzz_log);
     allocs = ngx_stubs_allocs;
 
     if (map == NULL) {
@@ -153,7 +155,7 @@ run_map(redisReply *r)
     ngx_stubs_allocs = 0;
     ngx_stubs_fail_at = fail;
 
-    again = ngx_http_timpush_cluster_map_build(r, &fuzz_log);
+    again = ngx_http_timpush_cluster_map_build(r, &asked, &fuzz_log);
 
     ngx_stubs_fail_at = 0;
 

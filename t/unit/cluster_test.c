@@ -217,7 +217,8 @@ test_slots(void)
 /* three masters on 7000-7002, their replicas on 7003-7005 (Redis 6) */
 
 #define THREE_MASTERS                                                         \
-    "[[0, 5460, [\"127.0.0.1\", 7000, \"a0\"], [\"127.0.0.1\", 7004, \"b1\"]]," \
+    "[[0, 5460, [\"127.0.0.1\", 7000, \"a0\"],"                               \
+    "  [\"127.0.0.1\", 7004, \"b1\"]],"                                       \
     " [5461, 10922, [\"127.0.0.1\", 7001, \"a1\"],"                           \
     "  [\"127.0.0.1\", 7005, \"b2\"]],"                                       \
     " [10923, 16383, [\"127.0.0.1\", 7002, \"a2\"],"                          \
@@ -225,17 +226,34 @@ test_slots(void)
 
 
 static ngx_http_timpush_cluster_map_t *
-map_of(const char *notation)
+map_asked(const char *notation, const char *asked)
 {
+    char                            *copy;
+    ngx_str_t                        host;
     redisReply                      *r;
     ngx_http_timpush_cluster_map_t  *map;
 
     r = reply(notation);
     ngx_stubs_log[0] = '\0';
-    map = ngx_http_timpush_cluster_map_build(r, &test_log);
+
+    /* a copy freed at once: the map must have its own */
+    copy = asked ? strdup(asked) : NULL;
+    host.data = (u_char *) copy;
+    host.len = asked ? strlen(asked) : 0;
+
+    map = ngx_http_timpush_cluster_map_build(r, asked ? &host : NULL,
+                                             &test_log);
+    free(copy);
     freeReplyObject(r);
 
     return map;
+}
+
+
+static ngx_http_timpush_cluster_map_t *
+map_of(const char *notation)
+{
+    return map_asked(notation, NULL);
 }
 
 
@@ -362,6 +380,28 @@ test_map(void)
        "map: slots not covered have no master", "%lu",
        (unsigned long) map->covered);
     ngx_http_timpush_cluster_map_unref(map);
+
+    /* unknown endpoints: the host of the node asked */
+
+    map = map_asked("[[0, 99, [nil, 7000, \"a0\"], [\"?\", 7003, \"b0\"]],"
+                    " [100, 199, [\"\", 7001, \"a1\"]],"
+                    " [200, 299, [\"10.0.0.2\", 7002, \"a2\"]]]",
+                    "10.0.0.1");
+    ok(map != NULL, "map: unknown endpoints, host asked known", "%s",
+       ngx_stubs_log);
+    if (map == NULL) {
+        return;
+    }
+
+    ngx_str_set(&host, "10.0.0.1");
+    ok(node_is(ngx_http_timpush_cluster_map_master(map, 0), "10.0.0.1", 7000)
+       && node_is(ngx_http_timpush_cluster_map_master(map, 150), "10.0.0.1",
+                  7001)
+       && node_is(ngx_http_timpush_cluster_map_master(map, 250), "10.0.0.2",
+                  7002)
+       && ngx_http_timpush_cluster_map_find(map, &host, 7003) == 3,
+       "map: NULL, \"\" and \"?\" endpoints get the host asked", NULL);
+    ngx_http_timpush_cluster_map_unref(map);
 }
 
 
@@ -427,7 +467,7 @@ test_map_malformed(void)
         }
     }
 
-    ok(ngx_http_timpush_cluster_map_build(NULL, &test_log) == NULL,
+    ok(ngx_http_timpush_cluster_map_build(NULL, NULL, &test_log) == NULL,
        "no reply", NULL);
 }
 
@@ -437,6 +477,7 @@ test_map_malformed(void)
 static void
 test_map_alloc(void)
 {
+    ngx_str_t                        host;
     ngx_uint_t                       n, fails;
     redisReply                      *r;
     ngx_http_timpush_cluster_map_t  *map;
@@ -448,7 +489,8 @@ test_map_alloc(void)
         ngx_stubs_allocs = 0;
         ngx_stubs_fail_at = n;
 
-        map = ngx_http_timpush_cluster_map_build(r, &test_log);
+        ngx_str_set(&host, "10.0.0.1");
+        map = ngx_http_timpush_cluster_map_build(r, &host, &test_log);
 
         if (map) {
             ngx_http_timpush_cluster_map_unref(map);
