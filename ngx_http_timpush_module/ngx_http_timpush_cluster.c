@@ -135,11 +135,12 @@ ngx_http_timpush_cluster_slot(u_char *key, size_t len)
 /*
  * CLUSTER SLOTS: [[start, end, master, replica...], ...], each node
  * [endpoint, port, id?, metadata?, ...] (ids since Redis 4, metadata
- * since 7).  "asked" is the host of the node that answered (NULL: none
- * known), for the nodes whose endpoint Redis does not know.  Anything else, ranges that overlap or leave 0..16383, and
+ * since 7).  Anything else, ranges that overlap or leave 0..16383, and
  * the map is refused whole: the old one stays.  Slots no range names are
  * left without a master (a cluster being set up or failing): a command
- * for one of them fails, and the map is read again later.
+ * for one of them fails, and the map is read again later.  "asked" is the
+ * host of the node that answered (NULL: none known), for the nodes whose
+ * endpoint Redis does not know.
  */
 
 ngx_http_timpush_cluster_map_t *
