@@ -610,18 +610,34 @@ ngx_http_timpush_cluster_redirect_parse(u_char *err, size_t len,
  * What to do after a reply to a command routed by slot.  ASKING holds
  * for the one send that follows an ASK; redirections are counted so
  * that two nodes that disagree cannot send a command back and forth.
+ * TRYAGAIN is a command on several keys of a slot being migrated, some
+ * moved and some not yet: the same send again once the keys have moved,
+ * counted as a redirection.
  */
 
 ngx_http_timpush_cluster_action_e
 ngx_http_timpush_cluster_route(ngx_http_timpush_cluster_route_t *route,
     redisReply *reply, ngx_http_timpush_cluster_redirect_t *rd)
 {
+    unsigned   asking;
     ngx_int_t  rc;
 
+    asking = route->asking;
     route->asking = 0;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
         return NGX_HTTP_TIMPUSH_CLUSTER_DONE;
+    }
+
+    if (reply->len >= 8 && ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0
+        && (reply->len == 8 || reply->str[8] == ' '))
+    {
+        if (++route->redirects > NGX_HTTP_TIMPUSH_CLUSTER_REDIRECTS_MAX) {
+            return NGX_HTTP_TIMPUSH_CLUSTER_FAIL;
+        }
+
+        route->asking = asking;
+        return NGX_HTTP_TIMPUSH_CLUSTER_RETRY;
     }
 
     rc = ngx_http_timpush_cluster_redirect_parse((u_char *) reply->str,

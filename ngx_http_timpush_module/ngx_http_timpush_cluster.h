@@ -87,6 +87,9 @@ typedef enum {
                                                 again to the node named */
     NGX_HTTP_TIMPUSH_CLUSTER_ASKING,         /* ASK: ASKING then the command
                                                 to the node named, once */
+    NGX_HTTP_TIMPUSH_CLUSTER_RETRY,          /* TRYAGAIN: the same node,
+                                                a little later, ASKING
+                                                again if it was sent */
     NGX_HTTP_TIMPUSH_CLUSTER_FAIL            /* too many redirections, or a
                                                 redirection unreadable */
 } ngx_http_timpush_cluster_action_e;

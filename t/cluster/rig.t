@@ -82,6 +82,7 @@ my $slot = $c->slot('timpush:u:{user1}');
 my $from = $c->master_of($slot);
 my ($to) = grep { $_ != $from } @masters;
 
+$c->cmd($from, 'SET', 'timpush:u:{user1}:b', 'b');
 $c->migrate_begin($slot, $from, $to);
 is($c->cmd($from, 'GET', 'timpush:u:{user1}'), 'v1',
    'migrating: a key not moved yet is served by the source');
@@ -89,7 +90,12 @@ is($c->cmd($from, 'GET', 'timpush:u:{user1}'), 'v1',
 is($err, "ASK $slot 127.0.0.1:$to",
    'migrating: a key the source does not have gets ASK');
 
-is($c->migrate_keys($slot, $from, $to), 1, 'the slot\'s key migrated');
+is($c->migrate_keys($slot, $from, $to, 1), 1, 'one of the slot\'s 2 keys '
+   . 'migrated');
+(undef, $err) = $c->try_cmd($from, 'MGET', 'timpush:u:{user1}',
+                            'timpush:u:{user1}:b');
+like($err, qr/^TRYAGAIN /, 'migrating: keys on both sides get TRYAGAIN');
+is($c->migrate_keys($slot, $from, $to), 1, 'the other migrated');
 is($c->cli($from, 'GET', 'timpush:u:{user1}'), "ASK $slot 127.0.0.1:$to",
    'redis-cli sees ASK for the moved key');
 is($c->cli($from, '-c', 'GET', 'timpush:u:{user1}'), 'v1',

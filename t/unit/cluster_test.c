@@ -637,7 +637,8 @@ static void
 test_route(void)
 {
     ngx_uint_t                           i;
-    redisReply                          *moved, *ask, *other, *okr, *bad;
+    redisReply                          *moved, *ask, *other, *okr, *bad,
+                                        *again, *againx;
     ngx_http_timpush_cluster_action_e    a;
     ngx_http_timpush_cluster_route_t     route;
     ngx_http_timpush_cluster_redirect_t  rd;
@@ -647,6 +648,8 @@ test_route(void)
     other = reply("!ERR wrong number of arguments");
     okr = reply("+OK");
     bad = reply("!MOVED 5 nowhere");
+    again = reply("!TRYAGAIN Multiple keys request during rehashing of slot");
+    againx = reply("!TRYAGAINX");
 
     ngx_memzero(&route, sizeof(route));
 
@@ -692,6 +695,39 @@ test_route(void)
     a = ngx_http_timpush_cluster_route(&route, bad, &rd);
     ok(a == NGX_HTTP_TIMPUSH_CLUSTER_FAIL,
        "route: an unreadable MOVED fails", NULL);
+
+    /* TRYAGAIN: the same node again, with ASKING if it was sent */
+
+    ngx_memzero(&route, sizeof(route));
+    a = ngx_http_timpush_cluster_route(&route, again, &rd);
+    ok(a == NGX_HTTP_TIMPUSH_CLUSTER_RETRY && !route.asking
+       && route.redirects == 1,
+       "route: TRYAGAIN sends again, counted", NULL);
+
+    a = ngx_http_timpush_cluster_route(&route, ask, &rd);
+    a = ngx_http_timpush_cluster_route(&route, again, &rd);
+    ok(a == NGX_HTTP_TIMPUSH_CLUSTER_RETRY && route.asking,
+       "route: TRYAGAIN after ASKING keeps ASKING", NULL);
+    a = ngx_http_timpush_cluster_route(&route, okr, &rd);
+    ok(a == NGX_HTTP_TIMPUSH_CLUSTER_DONE && !route.asking,
+       "route: then the answer", NULL);
+
+    ngx_memzero(&route, sizeof(route));
+    for (i = 0; i < NGX_HTTP_TIMPUSH_CLUSTER_REDIRECTS_MAX; i++) {
+        ngx_http_timpush_cluster_route(&route, again, &rd);
+    }
+
+    a = ngx_http_timpush_cluster_route(&route, again, &rd);
+    ok(a == NGX_HTTP_TIMPUSH_CLUSTER_FAIL, "route: TRYAGAIN is bounded too",
+       NULL);
+
+    ngx_memzero(&route, sizeof(route));
+    a = ngx_http_timpush_cluster_route(&route, againx, &rd);
+    ok(a == NGX_HTTP_TIMPUSH_CLUSTER_DONE, "route: TRYAGAINX is an error",
+       NULL);
+
+    freeReplyObject(again);
+    freeReplyObject(againx);
 
     freeReplyObject(moved);
     freeReplyObject(ask);
