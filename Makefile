@@ -5,7 +5,10 @@
 #   make stop    stop what "make run" started
 #   make test    install what is missing, build, run every suite
 #   make test-valgrind   the same suites with nginx under valgrind
-#   make unit    the rendering unit tests; make fuzz: the push-body fuzzer
+#   make test-cluster    the Redis Cluster suites (t/cluster/): a
+#                3-master / 3-replica cluster on loopback per suite
+#   make unit    the rendering and cluster-routing unit tests; make fuzz:
+#                the push-body fuzzer
 #   make test-mutants   each mutant of t/mutants/ built and tested: every
 #                one must be killed by the suites
 #   make bench   the benchmarks (bench/README.md)
@@ -33,6 +36,9 @@ DEB_TEST := perl libtest-base-perl libipc-run-perl liburi-perl libwww-perl \
 	libtest-longstring-perl liblist-moreutils-perl libtext-diff-perl \
 	valgrind nghttp2-client libio-socket-ssl-perl libnet-ssleay-perl \
 	libfaketime gdb prometheus
+# t/cluster/ (t/lib/Timpush/Cluster.pm): redis-cli --cluster, and openssl
+# for the TLS nodes' certificates
+DEB_CLUSTER := redis-server redis-tools openssl
 
 # make install: where Debian's nginx and its libnginx-mod-* packages put
 # things (the snippet and its link named as those packages name theirs)
@@ -50,7 +56,7 @@ LOAD_PATH := $(if $(filter /usr/lib/nginx/modules,$(MODULES_DIR)),modules,$(MODU
 
 .PHONY: all build deps deps-test deps-node certs test test-valgrind run stop \
 	clean static unit fuzz bench bench-profile test-mutants install \
-	uninstall
+	uninstall test-cluster
 
 all: build
 
@@ -114,11 +120,16 @@ test: deps-test build certs
 test-valgrind: deps-test build certs
 	@TEST_NGINX_USE_VALGRIND=1 ./t/run.sh
 
+# not part of "make test": each suite starts its own cluster
+test-cluster: deps-test build certs
+	@./.ci/deps $(DEB_CLUSTER)
+	@./t/run.sh t/cluster/*.t
+
 # MUTANTS="name ..." runs only those (t/mutants/README.md)
 test-mutants: deps-test build certs
 	@./t/mutants/run.sh $(MUTANTS)
 
-# the rendering unit tests alone (make test runs them too)
+# the unit tests alone (make test runs them too)
 unit: build
 	@$(MAKE) -s -f t/unit/Makefile check
 

@@ -1,25 +1,28 @@
 #!/bin/sh
-# Builds the two libFuzzer targets with Debian's clang and runs them, one
+# Builds the three libFuzzer targets with Debian's clang and runs them, one
 # after the other:
 #
 #   push     t/fuzz/fuzz_push.c: POST /v1/push bodies, parsed and rendered
 #   device   t/fuzz/fuzz_device.c: the device bodies (register, logout,
 #            background), parsed as ngx_http_timpush_api.c does
+#   cluster  t/fuzz/fuzz_cluster.c: CLUSTER SLOTS replies (RESP) and
+#            MOVED/ASK errors, as ngx_http_timpush_cluster.c reads them
 #
 #   t/fuzz/run.sh [seconds]              default 60; the issue asks >= 600
-#   t/fuzz/run.sh 0 file [push|device]   only replay one input; the target
-#                                        is the one whose directory holds
-#                                        the file, else push
+#   t/fuzz/run.sh 0 file [push|device|cluster]   only replay one input;
+#                                        the target is the one whose
+#                                        directory holds the file, else push
 #
 # The time is per target: each runs for the seconds given, so the whole
-# run takes twice as long ("make fuzz", FUZZ_TIME=600: 20 minutes).  Both
-# always run; the script fails if either finds anything.
+# run takes three times as long ("make fuzz", FUZZ_TIME=600: 30 minutes).
+# All always run; the script fails if any finds anything.
 #
 # Needs build/objs/ngx_auto_config.h ("make build").  Works in
-# build/fuzz/push/ and build/fuzz/device/: each has its growing corpus
-# (seeded from t/fuzz/corpus and t/fuzz/corpus-device, which are not
-# written to), fuzz-0.log, and crash-*/leak-* files when something is
-# found.  One job, one worker: the machine is shared.
+# build/fuzz/push/, build/fuzz/device/ and build/fuzz/cluster/: each has
+# its growing corpus (seeded from t/fuzz/corpus, t/fuzz/corpus-device and
+# t/fuzz/corpus-cluster, which are not written to), fuzz-0.log, and
+# crash-*/leak-* files when something is found.  One job, one worker: the
+# machine is shared.
 
 set -eu
 
@@ -45,7 +48,7 @@ if [ -d "$out/corpus" ] && [ ! -d "$out/push/corpus" ]; then
     mv "$out/corpus" "$out/push/corpus"
 fi
 
-mkdir -p "$out/push/corpus" "$out/device/corpus"
+mkdir -p "$out/push/corpus" "$out/device/corpus" "$out/cluster/corpus"
 
 # build NAME [SOURCES]: build/fuzz/fuzz_NAME from t/fuzz/fuzz_NAME.c,
 # body.c, the stand-ins and SOURCES
@@ -61,15 +64,18 @@ build() {
         -I "$root/ngx_http_timpush_module" -I "$root/t/unit" \
         -o "$out/fuzz_$name" \
         "$@" "$root/ngx_http_timpush_module/ngx_http_timpush_body.c" \
-        "$root/t/unit/ngx_stubs.c" "$root/t/fuzz/fuzz_$name.c" -lyajl
+        "$root/t/unit/ngx_stubs.c" "$root/t/fuzz/fuzz_$name.c" -lyajl \
+        -lhiredis
 }
 
 build push "$root/ngx_http_timpush_module/ngx_http_timpush_render.c"
 build device
+build cluster "$root/ngx_http_timpush_module/ngx_http_timpush_cluster.c"
 
 if [ $# -ge 2 ]; then
     case "${3:-$(cd "$(dirname "$2")" && pwd)}" in
     device|*/device|*/device/*|*/corpus-device) name=device ;;
+    cluster|*/cluster|*/cluster/*|*/corpus-cluster) name=cluster ;;
     *) name=push ;;
     esac
 
@@ -108,6 +114,8 @@ status=0
 # device bodies are at most 4 KiB (NGX_HTTP_TIMPUSH_DEVICE_BODY_MAX)
 run push 8192 "$root/t/fuzz/corpus" "$root/t/fuzz/push.dict" || status=1
 run device 4096 "$root/t/fuzz/corpus-device" "$root/t/fuzz/device.dict" \
+    || status=1
+run cluster 8192 "$root/t/fuzz/corpus-cluster" "$root/t/fuzz/cluster.dict" \
     || status=1
 
 exit $status

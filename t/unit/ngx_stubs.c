@@ -16,6 +16,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <strings.h>
+
 #include "ngx_stubs.h"
 
 
@@ -308,4 +310,116 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
     }
 
     return buf;
+}
+
+
+/* the last message logged, for the tests to read */
+
+u_char      ngx_stubs_log[NGX_MAX_ERROR_STR];
+ngx_uint_t  ngx_stubs_logged;
+
+
+void ngx_cdecl
+ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
+    const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(ngx_stubs_log, ngx_stubs_log + NGX_MAX_ERROR_STR - 1,
+                      fmt, args);
+    va_end(args);
+
+    *p = '\0';
+    ngx_stubs_logged++;
+}
+
+
+ngx_int_t
+ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
+{
+    return strncasecmp((char *) s1, (char *) s2, n);
+}
+
+
+ngx_int_t
+ngx_atoi(u_char *line, size_t n)
+{
+    ngx_int_t  value;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    for (value = 0; n--; line++) {
+        if (*line < '0' || *line > '9' || value > NGX_MAX_INT_T_VALUE / 10) {
+            return NGX_ERROR;
+        }
+
+        value = value * 10 + (*line - '0');
+    }
+
+    return value;
+}
+
+
+/* "<number><unit>..." with ms, s, m, h, d; a bare number: ms (seconds
+ * with is_sec) */
+
+ngx_int_t
+ngx_parse_time(ngx_str_t *line, ngx_uint_t is_sec)
+{
+    u_char      *p, *last;
+    ngx_int_t    total, n, scale;
+
+    p = line->data;
+    last = p + line->len;
+    total = 0;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    while (p < last) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        for (n = 0; p < last && *p >= '0' && *p <= '9'; p++) {
+            n = n * 10 + (*p - '0');
+            if (n > 1000000000) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (p == last) {
+            scale = 1;
+
+        } else if (last - p >= 2 && p[0] == 'm' && p[1] == 's') {
+            scale = is_sec ? 0 : 1;
+            p += 2;
+
+        } else {
+            switch (*p++) {
+            case 's': scale = 1000; break;
+            case 'm': scale = 60000; break;
+            case 'h': scale = 3600000; break;
+            case 'd': scale = 86400000; break;
+            default: return NGX_ERROR;
+            }
+
+            if (is_sec) {
+                scale /= 1000;
+            }
+        }
+
+        if (scale == 0) {
+            return NGX_ERROR;
+        }
+
+        total += n * scale;
+    }
+
+    return total;
 }
