@@ -45,6 +45,7 @@ typedef struct {
     X509                         *cert;
     STACK_OF(X509)               *chain;
     EVP_PKEY                     *pkey;
+    u_char                        pkey_id[32]; /* SHA-256, public part */
     ngx_uint_t                    index;     /* in credentials */
     ngx_ssl_t                    *ssl;       /* TLS to APNs */
     time_t                        not_before; /* certificates */

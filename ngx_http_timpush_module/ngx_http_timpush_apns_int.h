@@ -102,6 +102,7 @@ typedef struct ngx_http_timpush_apns_channel_s
 typedef struct {
     u_char                             key_id[NGX_HTTP_TIMPUSH_JWT_ID_MAX];
     u_char                             team_id[NGX_HTTP_TIMPUSH_JWT_ID_MAX];
+    u_char                             pkey_id[32]; /* the signing key */
     size_t                             key_id_len;  /* 0: a free slot */
     size_t                             team_id_len;
     time_t                             iat;       /* 0: none made yet */

@@ -9,6 +9,10 @@
  * times as often.  The zone outlives a reload (same size, same zone), and
  * so does the token.
  *
+ * A slot is a key's: its key_id and team_id, and the digest of its public
+ * part, so that a .p8 replaced under the same key_id (a wrong file fixed
+ * by a reload) gets a token of its own, not the old key's.
+ *
  * A token is a bearer credential: the zone is kept out of core dumps
  * (MADV_DONTDUMP), as the secure heap of the workers' own copies is.
  * Slots are looked up and filled under the zone's mutex, which nginx
@@ -41,6 +45,8 @@ typedef struct {
 } ngx_http_timpush_jwt_ctx_t;
 
 
+static ngx_int_t ngx_http_timpush_jwt_shm_pkey_id(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred);
 static ngx_int_t ngx_http_timpush_jwt_shm_init_zone(ngx_shm_zone_t *zone,
     void *data);
 static ngx_uint_t ngx_http_timpush_jwt_shm_is(ngx_http_timpush_jwt_slot_t *s,
@@ -65,6 +71,10 @@ ngx_http_timpush_jwt_shm_conf(ngx_conf_t *cf,
 
     for (i = 0; i < tmcf->credentials.nelts; i++) {
         if (cred[i]->auth == NGX_HTTP_TIMPUSH_AUTH_TOKEN) {
+            if (ngx_http_timpush_jwt_shm_pkey_id(cf, cred[i]) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
             n++;
         }
     }
@@ -102,6 +112,33 @@ ngx_http_timpush_jwt_shm_conf(ngx_conf_t *cf,
     }
 
     tmcf->jwt_zone = zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_jwt_shm_pkey_id(ngx_conf_t *cf,
+    ngx_http_timpush_credential_t *cred)
+{
+    int            len;
+    u_char        *der;
+    unsigned int   n;
+
+    der = NULL;
+    len = i2d_PUBKEY(cred->pkey, &der);
+
+    if (len <= 0
+        || EVP_Digest(der, len, cred->pkey_id, &n, EVP_sha256(), NULL) != 1)
+    {
+        OPENSSL_free(der);
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "timpush_credential %ui: the key's digest failed",
+                      cred->id);
+        return NGX_ERROR;
+    }
+
+    OPENSSL_free(der);
 
     return NGX_OK;
 }
@@ -200,6 +237,7 @@ ngx_http_timpush_jwt_shm_lock(ngx_shm_zone_t *zone,
     ngx_memcpy(empty->key_id, cred->key_id.data, cred->key_id.len);
     empty->team_id_len = cred->team_id.len;
     ngx_memcpy(empty->team_id, cred->team_id.data, cred->team_id.len);
+    ngx_memcpy(empty->pkey_id, cred->pkey_id, sizeof(empty->pkey_id));
 
     return empty;
 }
@@ -224,5 +262,7 @@ ngx_http_timpush_jwt_shm_is(ngx_http_timpush_jwt_slot_t *s,
            && s->team_id_len == cred->team_id.len
            && ngx_memcmp(s->key_id, cred->key_id.data, s->key_id_len) == 0
            && ngx_memcmp(s->team_id, cred->team_id.data, s->team_id_len)
+              == 0
+           && ngx_memcmp(s->pkey_id, cred->pkey_id, sizeof(s->pkey_id))
               == 0;
 }

@@ -47,6 +47,7 @@ sub gateway {
     my (%o) = @_;
     my $port = $ENV{TEST_NGINX_GW_PORT};
     my $certs = $ENV{TEST_NGINX_CERT_DIR};
+    my $key = $o{key} // "$certs/AuthKey_ABC123DEFG.p8";
     my $gw = Timpush::Push::start_nginx(master => 1, port => $port,
         workers => $o{workers}, env => $o{env}, http => "
     timpush_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=$o{prefix}
@@ -56,10 +57,10 @@ sub gateway {
     timpush_apns_trusted_certificate $certs/ca.crt;
     timpush_apns_connections 2;
     timpush_apns_timeout " . ($VG ? 60 : 10) . "s;
-    timpush_credential 2001 key=$certs/AuthKey_ABC123DEFG.p8
+    timpush_credential 2001 key=$key
                             team_id=TEAM123456 topic=com.example.chat
                             env=production;
-    timpush_credential 2002 key=$certs/AuthKey_ABC123DEFG.p8
+    timpush_credential 2002 key=$key
                             team_id=TEAM123456 topic=com.example.other
                             env=production;
     timpush_credential 3001 key=$certs/AuthKey_XYZ987WVUT.p8
@@ -161,6 +162,34 @@ sub workers_of {
         push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $gw->{pid};
     }
     return @kids;
+}
+
+# does the token's signature verify with the public part of $key?
+sub signed_by {
+    my ($jwt, $key) = @_;
+    my ($input, $sig) = $jwt =~ /^bearer ([^.]+\.[^.]+)\.([^.]+)$/ or return 0;
+    require MIME::Base64;
+    $sig =~ tr{-_}{+/};
+    $sig = MIME::Base64::decode_base64($sig . '=' x (-length($sig) % 4));
+    return 0 unless length $sig == 64;
+    # JWS's R || S as the DER that openssl reads
+    my $der = join '', map {
+        (my $n = $_) =~ s/^\0+//;
+        $n = "\0$n" if ord($n) >= 0x80;
+        "\x02" . chr(length $n) . $n
+    } substr($sig, 0, 32), substr($sig, 32);
+    $der = "\x30" . chr(length $der) . $der;
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    for ([sig => $der], [in => $input]) {
+        open my $fh, '>', "$dir/$_->[0]" or die;
+        binmode $fh;
+        print $fh $_->[1];
+        close $fh;
+    }
+    system("openssl pkey -in $key -pubout -out $dir/pub.pem 2>/dev/null") == 0
+        or return 0;
+    return system("openssl dgst -sha256 -verify $dir/pub.pem -signature "
+                  . "$dir/sig $dir/in >/dev/null 2>&1") == 0;
 }
 
 sub made {
@@ -360,3 +389,58 @@ GET /v1/users/nobody/devices
 --- no_error_log
 is the clock right
 no room for its key
+
+
+
+=== TEST 5: nginx -s reload after the key file of a key_id was replaced (a wrong .p8 fixed): the token of the old key is not kept, one of the new key is made; the other key's is kept
+--- init
+my $dir = File::Temp::tempdir(CLEANUP => 1);
+my $key = "$dir/AuthKey_ABC123DEFG.p8";
+system("cp $ENV{TEST_NGINX_CERT_DIR}/AuthKey_ABC123DEFG.p8 $key") == 0 or die;
+my $gw = ::gateway(workers => 2, prefix => "js5_$$", key => $key);
+my ($k, $each) = (4, 2);
+::register_all('n', $k * $each);
+my $peer = Timpush::H2Peer::start(port => $ENV{TEST_NGINX_APNS_PORT},
+                                  mode => 'normal');
+::push_spread('n', $k, $each);
+my ($before) = ::tokens_seen($peer);
+my ($old) = keys %{$before->{ABC123DEFG}};
+Test::More::ok(::signed_by($old, $key), 'the first token is signed by the first key');
+my %workers = map { $_ => 1 } ::workers_of($gw);
+Timpush::H2Peer::stop($peer);
+
+system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+       . "-out $key.new 2>/dev/null") == 0 or die "openssl genpkey";
+rename "$key.new", $key or die;
+Test::More::ok(!::signed_by($old, $key), 'the new key is another');
+
+Timpush::Push::signal_nginx($gw, 'HUP');
+my $until = Time::HiRes::time() + ($::VG ? 120 : 20);
+my $swapped;
+while (!$swapped && Time::HiRes::time() < $until) {
+    my @now = ::workers_of($gw);
+    $swapped = @now == 2 && !grep { $workers{$_} } @now;
+    Time::HiRes::sleep(0.1);
+}
+Test::More::ok($swapped, 'the old workers exited, two new ones run');
+
+$peer = Timpush::H2Peer::start(port => $ENV{TEST_NGINX_APNS_PORT},
+                               mode => 'normal');
+::push_spread('n', $k, $each);
+my ($after) = ::tokens_seen($peer);
+my @new = keys %{$after->{ABC123DEFG}};
+Test::More::is(scalar @new, 1, 'ABC123DEFG: one token after the reload');
+Test::More::ok(::signed_by($new[0], $key), 'signed by the new key');
+Test::More::is(join(' ', keys %{$after->{XYZ987WVUT}}),
+               join(' ', keys %{$before->{XYZ987WVUT}}),
+               'XYZ987WVUT: the one of before the reload');
+Test::More::is(::made($gw, '2001|2002'), 2, 'ABC123DEFG: made before and after');
+Test::More::is(::made($gw, '3001'), 1, 'XYZ987WVUT: made once');
+Timpush::H2Peer::stop($peer);
+Timpush::Push::stop_nginx(delete $::GATEWAYS{gw});
+--- request
+GET /v1/users/nobody/devices
+--- response_body
+{"user_id":"nobody","devices":[]}
+--- no_error_log
+[error]
