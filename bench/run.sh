@@ -359,8 +359,11 @@ peer_once() {               # sets PEER_SECS PEER_OK PEER_FAILED PEER_REASONS
 # claimed, then marked: the dedup path's whole cost) and without, in
 # alternating order, round by round.
 declare -a fo_plain fo_msg pr_msg
+# CPU time (clock ticks) of each kind of fan-out, all rounds: the gateway's
+# worker, Redis, the simulator (what Apple would spend)
+declare -A cpu_msg=([tp]=0 [rd]=0 [sim]=0) cpu_plain=([tp]=0 [rd]=0 [sim]=0)
 msg_id_rounds() {
-    local k which t_msg t_plain
+    local k which t_msg t_plain c0 r0 s0
     start_timpush 2
     fanout check                    # warm-up: connections made
     log "fan-out with a msg_id vs without: $RUNS rounds of $MSG_PAIRS pairs"
@@ -370,12 +373,20 @@ msg_id_rounds() {
             sed "s/^{/{\"msg_id\":\"bench-$$-$i-$k\",/" "$work/fanout-body.json" \
                 > "$work/fanout-msg.json"
             for which in $( (( (i + k) % 2 )) && echo "plain msg" || echo "msg plain"); do
+                c0=$(cpu_ticks "$TP_WORKER"); s0=$(cpu_ticks "$SIM_WORKER")
+                r0=$(cpu_ticks "${pid_of[redis]}")
                 if [ "$which" = msg ]; then
                     FO_BODY=$work/fanout-msg.json fanout
                     t_msg=$(awk -v a="$t_msg" -v b="$FO_SECS" 'BEGIN { print a + b }')
+                    cpu_msg[tp]=$(( cpu_msg[tp] + $(cpu_ticks "$TP_WORKER") - c0 ))
+                    cpu_msg[sim]=$(( cpu_msg[sim] + $(cpu_ticks "$SIM_WORKER") - s0 ))
+                    cpu_msg[rd]=$(( cpu_msg[rd] + $(cpu_ticks "${pid_of[redis]}") - r0 ))
                 else
                     fanout
                     t_plain=$(awk -v a="$t_plain" -v b="$FO_SECS" 'BEGIN { print a + b }')
+                    cpu_plain[tp]=$(( cpu_plain[tp] + $(cpu_ticks "$TP_WORKER") - c0 ))
+                    cpu_plain[sim]=$(( cpu_plain[sim] + $(cpu_ticks "$SIM_WORKER") - s0 ))
+                    cpu_plain[rd]=$(( cpu_plain[rd] + $(cpu_ticks "${pid_of[redis]}") - r0 ))
                 fi
                 [ "$FO_SENT" = "$USERS" ] || die "fan-out ($which): sent $FO_SENT of $USERS"
             done
@@ -388,6 +399,18 @@ msg_id_rounds() {
         pr_msg+=("$(ratio "${fo_msg[-1]}" "${fo_plain[-1]}")")
         log "round $i: without msg_id ${fo_plain[-1]}/s, with ${fo_msg[-1]}/s; the same msg_id again: 0 sent"
     done
+}
+
+
+# The cost of a msg_id in CPU: the gateway's worker and Redis per
+# notification, all the fan-outs of each kind (the simulator stands for
+# Apple: its CPU is not the gateway's)
+msg_id_cpu() {
+    local n=$((USERS * MSG_PAIRS * RUNS)) hz
+    hz=$(getconf CLK_TCK)
+    CPU_MSG_US=$(awk -v t="$(( cpu_msg[tp] + cpu_msg[rd] ))" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    CPU_PLAIN_US=$(awk -v t="$(( cpu_plain[tp] + cpu_plain[rd] ))" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    CPU_MSG_R=$(ratio "$CPU_MSG_US" "$CPU_PLAIN_US")
 }
 
 
@@ -466,6 +489,9 @@ if [ "$MODE" = msg_id ]; then
     echo "with a msg_id: ${fo_msg[*]}"
     echo "without:       ${fo_plain[*]}"
     echo "ratio per round: ${pr_msg[*]}; median $(printf '%s\n' "${pr_msg[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+    msg_id_cpu
+    echo "CPU of all the fan-outs, ticks (10 ms), with / without a msg_id: timpush ${cpu_msg[tp]} / ${cpu_plain[tp]}, Redis ${cpu_msg[rd]} / ${cpu_plain[rd]}, simulator ${cpu_msg[sim]} / ${cpu_plain[sim]}"
+    echo "CPU per notification, timpush + Redis: $CPU_MSG_US µs with, $CPU_PLAIN_US µs without: $CPU_MSG_R × (target ≤ 1.1)"
     exit 0
 fi
 
@@ -870,6 +896,7 @@ R_FLAP=$(ratio "$FLAP" "$FLAP_STEADY")
 FOP=$(med "${fo_plain[@]}"); FOM=$(med "${fo_msg[@]}")
 AS202=$(med "${as_202[@]}"); ASDONE=$(med "${as_done[@]}"); ASSYNC=$(med "${as_sync[@]}")
 R_MSG=$(ratio "$FOM" "$FOP"); P_MSG=$(med "${pr_msg[@]}")
+msg_id_cpu
 PEER=$(med "${peer[@]}");   PEERT=$(med "${peer_total[@]}")
 PEER_OK=$(med "${peer_ok[@]}"); PEER_LOST=$(med "${peer_lost[@]}")
 PEER_LOGGED=$(med "${peer_logged[@]}")
@@ -922,7 +949,7 @@ cat <<EOF
 | h2load → simulator, log off (no log zone) | $(fmt "$H2OFF") notif/s | log on / off = $R_LOG |
 | timpush fan-out, \`timpush_apns_connections 2\` (one POST /v1/push to $USERS users) | $(fmt "$FO2") notif/s | **$R_H2 × h2load** (target ≥ 0.7: $V_H2); median of the per-round ratios $P_H2 |
 | timpush fan-out, \`timpush_apns_connections 1\` | $(fmt "$FO1") notif/s | $R_H21 × h2load measured in the same rounds ($(fmt "$H2ON1")/s); median of the per-round ratios $P_H21 |
-| timpush fan-out **with a \`msg_id\`** (a new one each time: every device claimed, then marked; each round $MSG_PAIRS fan-outs of each kind, interleaved) | $(fmt "$FOM") notif/s | **$P_MSG × the same fan-out without** (median of the per-round ratios; target ≥ 0.9: $V_MSG); medians $(fmt "$FOM") vs $(fmt "$FOP")/s; the same \`msg_id\` again: 0 sent, every recipient \`duplicate\` |
+| timpush fan-out **with a \`msg_id\`** (a new one each time: every device claimed, then marked; each round $MSG_PAIRS fan-outs of each kind, interleaved) | $(fmt "$FOM") notif/s | **$P_MSG × the same fan-out without** (median of the per-round ratios; target ≥ 0.9: $V_MSG); medians $(fmt "$FOM") vs $(fmt "$FOP")/s; the same \`msg_id\` again: 0 sent, every recipient \`duplicate\`; CPU per notification, timpush's worker + Redis: $CPU_MSG_US µs vs $CPU_PLAIN_US µs without (**$CPU_MSG_R ×**; worker ${cpu_msg[tp]} vs ${cpu_plain[tp]} ticks, Redis ${cpu_msg[rd]} vs ${cpu_plain[rd]}, simulator ${cpu_msg[sim]} vs ${cpu_plain[sim]}) |
 | timpush fan-out **async** (\`"async": true\`, the gateway consuming its own stream) | 202 in $(fmt "$AS202" 1) ms | done (GET /v1/pushes/{id}) in $(fmt "$ASDONE") ms, the synchronous fan-out in the same rounds $(fmt "$ASSYNC") ms |
 | timpush fan-out to a simulator allowing **1000 streams** (\`http2_max_concurrent_streams 1000\`) | $(fmt "$FO1000") notif/s | $R_H21000 × h2load with 1000 streams ($(fmt "$H2ON1000")/s); median of the per-round ratios $P_H21000 |
 | timpush fan-out to a peer that **flaps SETTINGS** (MAX_CONCURRENT_STREAMS 1 after each 410, 1000 after each 200; 5% of $USERS unregistered), Timpush::H2Peer | $(fmt "$FLAP") notif/s | **$R_FLAP × the same peer steady** ($(fmt "$FLAP_STEADY")/s); the peer, in Perl, is the limit of both |
