@@ -1,7 +1,10 @@
 # APNs host names resolved again with nginx's resolver (DESIGN.md §15):
 # the gateway's APNs is "apns.test:PORT", a name only Timpush::DNS
 # (t/lib/Timpush/DNS.pm, a DNS server on a loopback UDP port) knows, and
-# nginx has "resolver 127.0.0.1:<that port> valid=1s".  The APNs peers are
+# nginx has "resolver 127.0.0.1:<that port> valid=1s".  nginx's resolver
+# keeps an answer while ngx_time() (whole seconds) is not past the second
+# it was given plus valid=, i.e. up to 2 s: the blocks wait 2.5 s for an
+# answer to age out.  The APNs peers are
 # Timpush::H2Peer, on 127.0.0.1 and 127.0.0.2, with a certificate for
 # apns.test made here from the test CA.  Each block checks:
 #  - every push is answered 200 within the notification deadline, every
@@ -215,7 +218,7 @@ Test::More::is(Timpush::H2Peer::connections($b), 0, 'none went to 127.0.0.2');
 # the name moves; the old server goes, with the gateway's connection to it
 Timpush::DNS::set($dns, addrs => ['127.0.0.2']);
 Timpush::H2Peer::stop($a);
-Time::HiRes::sleep(2);
+Time::HiRes::sleep(2.5);
 %r = main::push_checked($users, $tokens);
 main::check_results(\%r, \&main::delivered, 'delivered through 127.0.0.2');
 Test::More::is(main::accepted($b), 5, 'the peer on 127.0.0.2 took them');
@@ -226,7 +229,7 @@ Timpush::DNS::set($dns, addrs => ['127.0.0.1', '127.0.0.2']);
 Timpush::H2Peer::stop($b);
 $a = main::peer();
 $b = main::peer(addr => '127.0.0.2');
-Time::HiRes::sleep(2);
+Time::HiRes::sleep(2.5);
 %r = main::push_checked($users, $tokens);
 main::check_results(\%r, \&main::delivered, 'delivered with two addresses');
 Test::More::is(main::accepted($a) + main::accepted($b), 5, 'by one or the other');
@@ -337,7 +340,7 @@ Timpush::DNS::set($dns, mode => 'servfail');
 # the connection goes; the next one asks again, past the TTL
 Timpush::H2Peer::stop($a);
 $a = main::peer();
-Time::HiRes::sleep(1.5);
+Time::HiRes::sleep(2.5);
 %r = main::push_checked($users, $tokens);
 main::check_results(\%r, \&main::delivered, 'delivered to the last good address');
 Test::More::is(main::accepted($a), 3, 'through a new connection');
