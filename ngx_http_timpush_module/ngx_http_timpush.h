@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_timpush_redis.h"
+#include "ngx_http_timpush_cluster.h"
 
 
 #define NGX_HTTP_TIMPUSH_ENV_SANDBOX      0
@@ -69,6 +70,7 @@ typedef struct {
 typedef struct {
     ngx_http_timpush_redis_conf_t  redis;
     ngx_uint_t                     redis_set;
+    ngx_http_timpush_cluster_conf_t  *cluster;  /* timpush_redis_cluster */
     ngx_array_t                    credentials;  /* credential_t * */
     ngx_uint_t                     devices_per_app;
     ngx_uint_t                     max_recipients;
@@ -149,6 +151,7 @@ ngx_int_t ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     ngx_http_timpush_store_cmd_t **cmdp);
 void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);
 ngx_int_t ngx_http_timpush_store_room(ngx_uint_t n);
+ngx_uint_t ngx_http_timpush_store_clustered(void);
 const char *ngx_http_timpush_store_strerror(ngx_int_t rc);
 ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
     ngx_str_t *key);

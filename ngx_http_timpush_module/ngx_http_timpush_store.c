@@ -4,7 +4,9 @@
  *
  * The Redis store: one pipelined connection per worker (redis.c owns its
  * life: connect, TLS, AUTH, reconnect with backoff), and a second one for
- * the async reader's blocking reads.  Every command has a deadline on an
+ * the async reader's blocking reads.  On a Redis Cluster, one per master
+ * instead, each command sent by store_cluster.c to the master of its
+ * keys' slot (every key of one call in the same slot).  Every command has a deadline on an
  * nginx timer; a reply that comes after it is dropped.
  *
  * A user's devices are one hash, "<prefix>:u:{<user>}"; each token has a
@@ -18,6 +20,7 @@
 
 #include "ngx_http_timpush.h"
 #include "ngx_http_timpush_metrics.h"
+#include "ngx_http_timpush_store_cluster.h"
 
 #include <openssl/sha.h>
 
@@ -34,12 +37,14 @@ struct ngx_http_timpush_store_cmd_s {
     int                                  argc;
     const char                         **argv;
     size_t                              *argvlen;
+    ngx_http_timpush_store_route_t       route;    /* on a Cluster */
     unsigned                             answered:1;
 };
 
 
 typedef struct ngx_http_timpush_store_s {
     ngx_http_timpush_redis_t            *rd;
+    ngx_http_timpush_store_cluster_t    *cluster;  /* or that */
     ngx_http_timpush_redis_conf_t       *conf;
     ngx_log_t                           *log;
     ngx_uint_t                           pending;
@@ -78,6 +83,11 @@ static u_char *ngx_http_timpush_store_copy(ngx_http_timpush_store_cmd_t *cmd,
 static ngx_int_t ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
     ngx_http_timpush_store_cmd_t **cmdp);
+static ngx_int_t ngx_http_timpush_store_ready(ngx_http_timpush_store_t *st);
+static ngx_int_t ngx_http_timpush_store_slot(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_str_t *keys, ngx_uint_t nkeys);
+static void ngx_http_timpush_store_route_fail(
+    ngx_http_timpush_store_route_t *sr, ngx_int_t rc);
 
 
 static ngx_http_timpush_store_t  *ngx_http_timpush_store;
@@ -572,6 +582,18 @@ ngx_http_timpush_store_make(ngx_cycle_t *cycle,
         ngx_hex_dump(st->sha[i], digest, SHA_DIGEST_LENGTH);
     }
 
+    if (tmcf->cluster) {
+        st->cluster = ngx_http_timpush_store_cluster_create(cycle,
+                                              tmcf->cluster, &st->conf->opts,
+                                              ngx_http_timpush_store_state,
+                                              st);
+        if (st->cluster == NULL) {
+            return NULL;
+        }
+
+        return st;
+    }
+
     st->rd = ngx_http_timpush_redis_create(cycle->log, &st->conf->opts,
                                            &st->conf->name, &st->conf->host,
                                            &st->conf->addr,
@@ -607,6 +629,33 @@ ngx_http_timpush_store_close(ngx_http_timpush_store_t *st)
     /* answers the commands still waiting with NULL */
     ngx_http_timpush_redis_destroy(st->rd);
     st->rd = NULL;
+
+    ngx_http_timpush_store_cluster_destroy(st->cluster);
+    st->cluster = NULL;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_ready(ngx_http_timpush_store_t *st)
+{
+    if (st == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (st->cluster) {
+        return ngx_http_timpush_store_cluster_ready(st->cluster);
+    }
+
+    return ngx_http_timpush_redis_ready(st->rd);
+}
+
+
+/* is the store a Redis Cluster (callers make one call per slot)? */
+
+ngx_uint_t
+ngx_http_timpush_store_clustered(void)
+{
+    return ngx_http_timpush_store && ngx_http_timpush_store->cluster;
 }
 
 
@@ -744,7 +793,7 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     st = ngx_http_timpush_store;
 
     /* until Redis takes our password again, nothing is queued */
-    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
+    if (ngx_http_timpush_store_ready(st) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -762,6 +811,11 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     }
 
     cmd->script = script;
+
+    if (ngx_http_timpush_store_slot(st, cmd, keys, nkeys) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
 
     cmd->argv[2] = (char *) p;
     p = ngx_sprintf(p, "%ui", nkeys);
@@ -856,12 +910,22 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     /* a worker that exits does not wait for a blocked read to return */
     cmd->deadline.cancelable = st->blocking;
 
+    cmd->route.req = &cmd->req;
+    cmd->route.argc = cmd->argc;
+    cmd->route.argv = cmd->argv;
+    cmd->route.argvlen = cmd->argvlen;
+    cmd->route.fail = ngx_http_timpush_store_route_fail;
+    cmd->route.cl = st->cluster;
+
     rc = ngx_http_timpush_store_send(st, cmd, 0);
 
     if (rc != NGX_OK) {
+        ngx_http_timpush_store_cluster_cancel(&cmd->route);
         ngx_free(cmd);
         return rc;
     }
+
+    st->pending++;
 
     ngx_add_timer(&cmd->deadline, timeout);
 
@@ -886,12 +950,13 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
     u_char                        *p;
+    ngx_uint_t                     i;
     ngx_http_timpush_store_t      *st;
     ngx_http_timpush_store_cmd_t  *cmd;
 
     st = blocking ? ngx_http_timpush_store_blocking : ngx_http_timpush_store;
 
-    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
+    if (ngx_http_timpush_store_ready(st) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -906,6 +971,25 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     }
 
     cmd->script = NGX_HTTP_TIMPUSH_SCRIPT_LAST;    /* none */
+
+    /* the key: the stream of XREADGROUP ... STREAMS key id, else argv[1] */
+
+    for (i = 1; i + 1 < argc; i++) {
+        if (argv[i].len == 7
+            && ngx_strncasecmp(argv[i].data, (u_char *) "STREAMS", 7) == 0)
+        {
+            break;
+        }
+    }
+
+    i = (i + 1 < argc) ? i + 1 : 1;
+
+    if (ngx_http_timpush_store_slot(st, cmd, &argv[i], argc > 1 ? 1 : 0)
+        != NGX_OK)
+    {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
 
     ngx_http_timpush_store_copy(cmd, 0, p, argv, argc);
 
@@ -937,16 +1021,74 @@ ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
         cmd->argvlen[1] = SHA_DIGEST_LENGTH * 2;
     }
 
-    rc = ngx_http_timpush_redis_send(st->rd, &cmd->req, cmd->argc, cmd->argv,
-                                     cmd->argvlen);
+    if (st->cluster) {
+        rc = ngx_http_timpush_store_cluster_send(&cmd->route);
+
+    } else {
+        rc = ngx_http_timpush_redis_send(st->rd, &cmd->req, cmd->argc,
+                                         cmd->argv, cmd->argvlen);
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
 
     cmd->sent = ngx_current_msec;
-    st->pending++;
 
     return NGX_OK;
+}
+
+
+/*
+ * On a Cluster, the slot of a call's keys: all in one slot, else the call
+ * is refused (a caller's bug: Redis would answer CROSSSLOT).
+ */
+
+static ngx_int_t
+ngx_http_timpush_store_slot(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_str_t *keys, ngx_uint_t nkeys)
+{
+    ngx_uint_t  i, slot;
+
+    if (st->cluster == NULL || nkeys == 0) {
+        return NGX_OK;
+    }
+
+    slot = ngx_http_timpush_cluster_slot(keys[0].data, keys[0].len);
+
+    for (i = 1; i < nkeys; i++) {
+        if (ngx_http_timpush_cluster_slot(keys[i].data, keys[i].len)
+            != slot)
+        {
+            ngx_log_error(NGX_LOG_ALERT, st->log, 0,
+                          "timpush: Redis Cluster: keys \"%V\" and \"%V\" "
+                          "of one call are in different slots",
+                          &keys[0], &keys[i]);
+            return NGX_ERROR;
+        }
+    }
+
+    cmd->route.slot = slot;
+
+    return NGX_OK;
+}
+
+
+/* not sent, and now never: the router gave up before Redis saw it */
+
+static void
+ngx_http_timpush_store_route_fail(ngx_http_timpush_store_route_t *sr,
+    ngx_int_t rc)
+{
+    ngx_http_timpush_store_cmd_t  *cmd;
+
+    cmd = (ngx_http_timpush_store_cmd_t *)
+              ((u_char *) sr - offsetof(ngx_http_timpush_store_cmd_t, route));
+
+    ngx_http_timpush_store_answer(cmd, NULL,
+                                  rc == NGX_DECLINED ? NGX_DECLINED
+                                                     : NGX_ERROR);
+    ngx_http_timpush_store_free_cmd(cmd);
 }
 
 
@@ -959,12 +1101,35 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
     ngx_http_timpush_store_t  *st;
 
     st = cmd->st;
-    st->pending--;
 
     if (reply == NULL || st->exiting) {
+        if (st->cluster && !st->exiting) {
+            /* the map asked again: the node may be gone */
+            (void) ngx_http_timpush_store_cluster_reply(&cmd->route, NULL);
+        }
+
         ngx_http_timpush_store_answer(cmd, NULL, NGX_DECLINED);
         ngx_http_timpush_store_free_cmd(cmd);
         return;
+    }
+
+    /*
+     * Cluster: MOVED, ASK, TRYAGAIN, CLUSTERDOWN, the command not run,
+     * and sent again while its caller waits (never for nobody).
+     */
+
+    if (st->cluster && reply->type == REDIS_REPLY_ERROR) {
+        if (!cmd->answered && cmd->handler) {
+            if (ngx_http_timpush_store_cluster_reply(&cmd->route, reply)
+                == NGX_OK)
+            {
+                return;
+            }
+
+        } else {
+            ngx_http_timpush_store_free_cmd(cmd);
+            return;
+        }
     }
 
     /*
@@ -984,7 +1149,10 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
 
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: %*s", &st->conf->name,
+                      "timpush: Redis %V: %*s",
+                      st->cluster
+                      ? ngx_http_timpush_store_cluster_name(&cmd->route)
+                      : &st->conf->name,
                       (size_t) reply->len, reply->str);
         ngx_http_timpush_store_error(st, "reply");
 
@@ -1019,6 +1187,17 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
     ngx_http_timpush_store_error(st, "timeout");
 
     ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
+
+    if (st->cluster) {
+        if (ngx_http_timpush_store_cluster_waiting(&cmd->route)) {
+            /* not written: never will be */
+            ngx_http_timpush_store_free_cmd(cmd);
+            return;
+        }
+
+        ngx_http_timpush_store_cluster_stuck(&cmd->route, st->conf->timeout);
+        return;
+    }
 
     if (ngx_http_timpush_redis_ready(st->rd) == NGX_OK
         && ngx_http_timpush_redis_idle(st->rd) >= st->conf->timeout)
@@ -1060,6 +1239,9 @@ ngx_http_timpush_store_free_cmd(ngx_http_timpush_store_cmd_t *cmd)
         ngx_del_timer(&cmd->deadline);
     }
 
+    ngx_http_timpush_store_cluster_cancel(&cmd->route);
+    cmd->st->pending--;
+
     ngx_free(cmd);
 }
 
@@ -1073,7 +1255,7 @@ ngx_http_timpush_store_room(ngx_uint_t n)
 
     st = ngx_http_timpush_store;
 
-    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
+    if (ngx_http_timpush_store_ready(st) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -1094,6 +1276,14 @@ ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd)
 
     if (cmd->deadline.timer_set) {
         ngx_del_timer(&cmd->deadline);
+    }
+
+    /* on a Cluster, one not written yet is not written for nobody */
+
+    if (cmd->st->cluster
+        && ngx_http_timpush_store_cluster_waiting(&cmd->route))
+    {
+        ngx_http_timpush_store_free_cmd(cmd);
     }
 }
 
