@@ -30,7 +30,8 @@
 typedef struct {
     ngx_queue_t                            queue;
     ngx_http_timpush_store_cluster_t      *cl;
-    ngx_http_timpush_redis_t              *rd;
+    ngx_http_timpush_redis_t              *rd;       /* NULL: let go */
+    ngx_addr_t                             addr;
     ngx_str_t                              host;     /* NUL-terminated */
     ngx_str_t                              name;     /* host:port */
     in_port_t                              port;
@@ -62,6 +63,10 @@ struct ngx_http_timpush_store_cluster_s {
 
 static ngx_http_timpush_store_node_t *ngx_http_timpush_store_cluster_node(
     ngx_http_timpush_store_cluster_t *cl, ngx_str_t *host, in_port_t port);
+static ngx_int_t ngx_http_timpush_store_cluster_connect(
+    ngx_http_timpush_store_node_t *node);
+static void ngx_http_timpush_store_cluster_prune(
+    ngx_http_timpush_store_cluster_t *cl);
 static void ngx_http_timpush_store_cluster_node_state(void *data,
     ngx_uint_t up, const char *error);
 static void ngx_http_timpush_store_cluster_check(
@@ -210,6 +215,12 @@ ngx_http_timpush_store_cluster_node(ngx_http_timpush_store_cluster_t *cl,
         if (node->port == port && node->host.len == host->len
             && ngx_strncasecmp(node->host.data, host->data, host->len) == 0)
         {
+            if (node->rd == NULL && !cl->exiting
+                && ngx_http_timpush_store_cluster_connect(node) != NGX_OK)
+            {
+                return NULL;
+            }
+
             return node;
         }
     }
@@ -258,12 +269,9 @@ ngx_http_timpush_store_cluster_node(ngx_http_timpush_store_cluster_t *cl,
 
     node->port = port;
     node->cl = cl;
+    node->addr = addr;
 
-    node->rd = ngx_http_timpush_redis_create(cl->log, cl->opts, &node->name,
-                                             &node->host, &addr,
-                                     ngx_http_timpush_store_cluster_node_state,
-                                             node);
-    if (node->rd == NULL) {
+    if (ngx_http_timpush_store_cluster_connect(node) != NGX_OK) {
         ngx_free(node);
         return NULL;
     }
@@ -272,6 +280,73 @@ ngx_http_timpush_store_cluster_node(ngx_http_timpush_store_cluster_t *cl,
     cl->nnodes++;
 
     return node;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_cluster_connect(ngx_http_timpush_store_node_t *node)
+{
+    ngx_http_timpush_store_cluster_t  *cl;
+
+    cl = node->cl;
+
+    node->up = 0;
+    node->rd = ngx_http_timpush_redis_create(cl->log, cl->opts, &node->name,
+                                             &node->host, &node->addr,
+                                     ngx_http_timpush_store_cluster_node_state,
+                                             node);
+    if (node->rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A node down that the map no longer names as a master (a seed that is
+ * gone, a master replaced): no longer connected again and again.  Its
+ * connection holds no command (down); a redirection to it connects it.
+ */
+
+static void
+ngx_http_timpush_store_cluster_prune(ngx_http_timpush_store_cluster_t *cl)
+{
+    ngx_uint_t                        i;
+    ngx_queue_t                      *q;
+    ngx_http_timpush_cluster_node_t  *nodes;
+    ngx_http_timpush_store_node_t    *node;
+
+    nodes = cl->map->nodes.elts;
+
+    for (q = ngx_queue_head(&cl->nodes);
+         q != ngx_queue_sentinel(&cl->nodes);
+         q = ngx_queue_next(q))
+    {
+        node = ngx_queue_data(q, ngx_http_timpush_store_node_t, queue);
+
+        if (node->rd == NULL || node->up
+            || ngx_http_timpush_redis_ready(node->rd) == NGX_OK)
+        {
+            continue;
+        }
+
+        for (i = 0; i < cl->map->nmasters; i++) {
+            if (nodes[i].port == node->port
+                && nodes[i].host.len == node->host.len
+                && ngx_strncasecmp(nodes[i].host.data, node->host.data,
+                                   node->host.len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == cl->map->nmasters) {
+            ngx_http_timpush_redis_destroy(node->rd);
+            node->rd = NULL;
+        }
+    }
 }
 
 
@@ -369,6 +444,11 @@ ngx_http_timpush_store_cluster_ask(ngx_http_timpush_store_cluster_t *cl)
         }
 
         node = ngx_queue_data(q, ngx_http_timpush_store_node_t, queue);
+
+        if (node->rd == NULL) {
+            node = NULL;
+            continue;
+        }
 
         if (node->up || (i > cl->nnodes + 1
                          && ngx_http_timpush_redis_ready(node->rd) == NGX_OK))
@@ -491,6 +571,7 @@ ngx_http_timpush_store_cluster_slots(ngx_http_timpush_redis_req_t *req,
                                                    nodes[i].port);
     }
 
+    ngx_http_timpush_store_cluster_prune(cl);
     ngx_http_timpush_store_cluster_check(cl, NULL);
 
     if (cl->again) {
