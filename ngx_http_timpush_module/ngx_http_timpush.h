@@ -159,6 +159,8 @@ ngx_int_t ngx_http_timpush_store_token_key(ngx_pool_t *pool,
     ngx_str_t *token, ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *msg_id,
     ngx_str_t *key);
+ngx_int_t ngx_http_timpush_store_msg_slot_key(ngx_pool_t *pool,
+    ngx_str_t *msg_id, ngx_uint_t slot, ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_plain_key(ngx_pool_t *pool, const char *name,
     ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_push_key(ngx_pool_t *pool, ngx_str_t *id,

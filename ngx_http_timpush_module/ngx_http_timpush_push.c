@@ -86,6 +86,8 @@ typedef struct {
     ngx_http_timpush_recipient_t      **rcpts;
     ngx_uint_t                          nrcpts;
     ngx_http_timpush_store_cmd_t       *cmd;
+    ngx_uint_t                          slot;        /* Cluster; else 0 */
+    ngx_str_t                           mkey;        /* msg_id marks */
     int64_t                             claim;       /* msg_id: its number */
     u_char                             *states;      /* one per device */
     ngx_uint_t                          nclaimed;
@@ -161,6 +163,8 @@ static void ngx_http_timpush_push_released(void *data,
 static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     ngx_http_timpush_main_conf_t *tmcf);
 static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push,
+    ngx_uint_t b, ngx_uint_t e, ngx_str_t *args);
 static ngx_int_t ngx_http_timpush_push_mark_send(
     ngx_http_timpush_push_t *push, ngx_str_t *args, ngx_uint_t nargs);
 static void ngx_http_timpush_push_unmarked(ngx_http_timpush_push_t *push,
@@ -490,7 +494,7 @@ ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
 static ngx_int_t
 ngx_http_timpush_push_batches(ngx_http_timpush_push_t *push)
 {
-    ngx_str_t                          *keys;
+    ngx_str_t                          *keys, mkey;
     ngx_uint_t                          i, j, g, n, ngroups, nb;
     ngx_http_timpush_batch_t           *batch;
     ngx_http_timpush_recipient_t      **order;
@@ -545,6 +549,25 @@ ngx_http_timpush_push_batches(ngx_http_timpush_push_t *push)
     nb = 0;
 
     for (g = 0; g < ngroups; g++) {
+
+        /* the msg_id's marks of these users: a key in their slot */
+
+        if (!push->dedup) {
+            ngx_str_null(&mkey);
+
+        } else if (groups != &one) {
+            if (ngx_http_timpush_store_msg_slot_key(push->pool,
+                                                    &push->msg.msg_id,
+                                                    groups[g].slot, &mkey)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            mkey = push->mkey;
+        }
+
         for (i = 0; i < groups[g].nkeys; i++) {
             j = groups[g].index ? groups[g].index[i] : i;
             order[n + i] = &push->rcpts[j];
@@ -553,6 +576,8 @@ ngx_http_timpush_push_batches(ngx_http_timpush_push_t *push)
         for (i = 0; i < groups[g].nkeys; i += NGX_HTTP_TIMPUSH_PUSH_BATCH) {
             batch = &push->batches[nb];
             batch->push = push;
+            batch->slot = groups[g].slot;
+            batch->mkey = mkey;
             batch->rcpts = &order[n + i];
             batch->nrcpts = ngx_min(NGX_HTTP_TIMPUSH_PUSH_BATCH,
                                     groups[g].nkeys - i);
@@ -673,7 +698,7 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
         }
 
         if (push->dedup) {
-            keys[n++] = push->mkey;
+            keys[n++] = batch->mkey;
         }
 
         rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
@@ -1544,11 +1569,10 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
 static void
 ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
 {
-    u_char                    *p;
     size_t                     size;
     ngx_int_t                  rc;
     ngx_str_t                 *args;
-    ngx_uint_t                 b, n;
+    ngx_uint_t                 b, e, n;
     ngx_http_timpush_batch_t  *batch;
 
     if (push->markev.timer_set) {
@@ -1584,21 +1608,58 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
         }
     }
 
-    /* HSET key, field value..., then the fields and values */
+    /*
+     * HSET key, field value..., then the fields and values: one per marks
+     * key, batches of one slot (one key) being next to each other
+     */
 
     args = ngx_alloc((2 + 2 * n) * sizeof(ngx_str_t) + size, push->log);
     if (args == NULL) {
         return;
     }
 
+    for (b = 0; b < push->next; b = e) {
+
+        for (e = b + 1;
+             e < push->next && push->batches[e].slot == push->batches[b].slot;
+             e++)
+        { /* void */ }
+
+        ngx_http_timpush_push_mark_key(push, b, e, args);
+    }
+
+    ngx_free(args);
+}
+
+
+/* the marks of batches b to e - 1, all of one marks key */
+
+static void
+ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push, ngx_uint_t b,
+    ngx_uint_t e, ngx_str_t *args)
+{
+    u_char                    *p;
+    ngx_uint_t                 i, n;
+    ngx_http_timpush_batch_t  *batch;
+
+    n = 0;
+
+    for (i = b; i < e; i++) {
+        n += push->batches[i].dirty;
+    }
+
+    if (n == 0) {
+        return;
+    }
+
     ngx_str_set(&args[0], "HSET");
-    args[1] = push->mkey;
+    args[1] = push->batches[b].mkey;
 
     p = (u_char *) &args[2 + 2 * n];
     n = 0;
 
-    for (b = 0; b < push->next; b++) {
-        batch = &push->batches[b];
+    for (i = b; i < e; i++) {
+        batch = &push->batches[i];
 
         if (!batch->dirty) {
             continue;
@@ -1620,12 +1681,10 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
     }
 
     if (ngx_http_timpush_push_mark_send(push, args, 2 + 2 * n) == NGX_OK) {
-        for (b = 0; b < push->next; b++) {
-            push->batches[b].dirty = 0;
+        for (i = b; i < e; i++) {
+            push->batches[i].dirty = 0;
         }
     }
-
-    ngx_free(args);
 }
 
 
@@ -1641,7 +1700,7 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
     ngx_http_timpush_mark_t  *mark;
 
     ngx_str_set(&expire[0], "PEXPIRE");
-    expire[1] = push->mkey;
+    expire[1] = args[1];
     expire[2] = push->args[5];
 
     rc = ngx_http_timpush_store_room(2);

@@ -39,6 +39,7 @@ struct ngx_http_timpush_store_cmd_s {
     size_t                              *argvlen;
     ngx_http_timpush_store_route_t       route;    /* on a Cluster */
     unsigned                             answered:1;
+    unsigned                             counted:1; /* in st->pending */
 };
 
 
@@ -66,6 +67,7 @@ static void ngx_http_timpush_store_answer(ngx_http_timpush_store_cmd_t *cmd,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_timpush_store_free_cmd(
     ngx_http_timpush_store_cmd_t *cmd);
+static void ngx_http_timpush_store_uncount(ngx_http_timpush_store_cmd_t *cmd);
 static ngx_int_t ngx_http_timpush_store_make_key(ngx_pool_t *pool,
     u_char kind, ngx_str_t *name, ngx_str_t *key);
 static ngx_http_timpush_store_t *ngx_http_timpush_store_make(
@@ -84,6 +86,7 @@ static ngx_int_t ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
     ngx_http_timpush_store_cmd_t **cmdp);
 static ngx_int_t ngx_http_timpush_store_ready(ngx_http_timpush_store_t *st);
+static ngx_int_t ngx_http_timpush_store_make_tags(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_timpush_store_slot(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_str_t *keys, ngx_uint_t nkeys);
 static void ngx_http_timpush_store_route_fail(
@@ -92,6 +95,9 @@ static void ngx_http_timpush_store_route_fail(
 
 static ngx_http_timpush_store_t  *ngx_http_timpush_store;
 static ngx_http_timpush_store_t  *ngx_http_timpush_store_blocking;
+
+/* on a Cluster: for each slot a short hash tag in it (msg_id marks) */
+static u_char                   (*ngx_http_timpush_store_tags)[8];
 
 
 /*
@@ -545,6 +551,10 @@ ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
+    if (tmcf->cluster && ngx_http_timpush_store_make_tags(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* the async reader's blocking XREADGROUP: a connection of its own */
 
     if (tmcf->async) {
@@ -709,6 +719,91 @@ ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *msg_id,
     ngx_str_t *key)
 {
     return ngx_http_timpush_store_make_key(pool, 'm', msg_id, key);
+}
+
+
+/*
+ * On a Cluster, the marks of a msg_id for the users of one slot (they go
+ * in the same script call): "<prefix>:m:{<tag>}<msg_id>", the tag one
+ * that hashes to that slot.  On one Redis, "<prefix>:m:{<msg_id>}".
+ */
+
+ngx_int_t
+ngx_http_timpush_store_msg_slot_key(ngx_pool_t *pool, ngx_str_t *msg_id,
+    ngx_uint_t slot, ngx_str_t *key)
+{
+    u_char                    *tag;
+    size_t                     len;
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+
+    if (st == NULL || st->cluster == NULL
+        || ngx_http_timpush_store_tags == NULL)
+    {
+        return ngx_http_timpush_store_msg_key(pool, msg_id, key);
+    }
+
+    tag = ngx_http_timpush_store_tags[slot % NGX_HTTP_TIMPUSH_CLUSTER_SLOTS];
+    len = ngx_strlen(tag);
+
+    key->len = st->conf->prefix.len + sizeof(":m:{}") - 1 + len
+               + msg_id->len;
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(key->data, "%V:m:{%s}%V", &st->conf->prefix, tag, msg_id);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Tags "0", "1", ... "z", "10", ... (base 36) until every slot has one:
+ * about 160,000 tries, once per worker.
+ */
+
+static ngx_int_t
+ngx_http_timpush_store_make_tags(ngx_cycle_t *cycle)
+{
+    u_char       buf[8], *p;
+    ngx_uint_t   n, m, slot, left;
+
+    ngx_http_timpush_store_tags = ngx_pcalloc(cycle->pool,
+                                          NGX_HTTP_TIMPUSH_CLUSTER_SLOTS * 8);
+    if (ngx_http_timpush_store_tags == NULL) {
+        return NGX_ERROR;
+    }
+
+    left = NGX_HTTP_TIMPUSH_CLUSTER_SLOTS;
+
+    for (n = 0; left && n < 36 * 36 * 36 * 36 * 36; n++) {
+        p = buf + sizeof(buf) - 1;
+        *p = '\0';
+        m = n;
+
+        do {
+            *--p = "0123456789abcdefghijklmnopqrstuvwxyz"[m % 36];
+            m /= 36;
+        } while (m);
+
+        slot = ngx_http_timpush_cluster_slot(p, buf + sizeof(buf) - 1 - p);
+
+        if (ngx_http_timpush_store_tags[slot][0] == '\0') {
+            ngx_cpystrn(ngx_http_timpush_store_tags[slot], p, 8);
+            left--;
+        }
+    }
+
+    if (left) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "timpush: %ui slots without a hash tag", left);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -926,6 +1021,7 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     }
 
     st->pending++;
+    cmd->counted = 1;
 
     ngx_add_timer(&cmd->deadline, timeout);
 
@@ -1085,6 +1181,7 @@ ngx_http_timpush_store_route_fail(ngx_http_timpush_store_route_t *sr,
     cmd = (ngx_http_timpush_store_cmd_t *)
               ((u_char *) sr - offsetof(ngx_http_timpush_store_cmd_t, route));
 
+    ngx_http_timpush_store_uncount(cmd);
     ngx_http_timpush_store_answer(cmd, NULL,
                                   rc == NGX_DECLINED ? NGX_DECLINED
                                                      : NGX_ERROR);
@@ -1108,6 +1205,7 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
             (void) ngx_http_timpush_store_cluster_reply(&cmd->route, NULL);
         }
 
+        ngx_http_timpush_store_uncount(cmd);
         ngx_http_timpush_store_answer(cmd, NULL, NGX_DECLINED);
         ngx_http_timpush_store_free_cmd(cmd);
         return;
@@ -1146,6 +1244,9 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
             return;
         }
     }
+
+    /* its place is free before its caller is told (who may queue more) */
+    ngx_http_timpush_store_uncount(cmd);
 
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
@@ -1240,9 +1341,19 @@ ngx_http_timpush_store_free_cmd(ngx_http_timpush_store_cmd_t *cmd)
     }
 
     ngx_http_timpush_store_cluster_cancel(&cmd->route);
-    cmd->st->pending--;
+    ngx_http_timpush_store_uncount(cmd);
 
     ngx_free(cmd);
+}
+
+
+static void
+ngx_http_timpush_store_uncount(ngx_http_timpush_store_cmd_t *cmd)
+{
+    if (cmd->counted) {
+        cmd->counted = 0;
+        cmd->st->pending--;
+    }
 }
 
 
