@@ -158,6 +158,8 @@ Test::More::is(scalar(grep { defined $_->[0] } @answers), 20,
                'every push answered');
 Test::More::is(scalar(grep { $_->[0] == 200 } @answers), 20,
                'every push 200: MOVED followed, the map refreshed');
+Test::More::is(scalar(grep { ($_->[1]{sent} // 0) == 50 } @answers), 20,
+               'every device of every push sent: no command lost to MOVED');
 Test::More::is(::all_registered(), 0, 'no registration lost');
 --- request
 GET /v1/users/cu1/devices
@@ -259,7 +261,81 @@ qr/\[error\](?!.*(?:connect failed|connection lost|no reply within))/
 
 
 
-=== TEST 8: timpush_redis and timpush_redis_cluster together: nginx -t fails
+=== TEST 8: a master killed, no traffic: the map is asked again on the connection's error, timpush_redis_up back to 1
+--- config
+location /v1/ { timpush_api; }
+location = /metrics { timpush_metrics; }
+--- init
+use Timpush::Metrics;
+my $up = sub {
+    my ($m) = Timpush::Metrics::scrape($ENV{TEST_NGINX_SERVER_PORT});
+    return Timpush::Metrics::value($m, 'timpush_redis_up') // -1;
+};
+my $poll = sub {
+    my ($want, $secs) = @_;
+    my $until = Time::HiRes::time() + $secs;
+    Time::HiRes::sleep(0.1) until $up->() == $want
+                                  || Time::HiRes::time() > $until;
+    return $up->();
+};
+my ($dead) = grep { !$::cluster->{nodes}{$_}{pid} } $::cluster->ports;
+$::cluster->restart($dead) if defined $dead;
+Test::More::is($poll->(1, 10), 1, 'up: every master connected');
+my $victim = $::cluster->node_for_key('tc:u:{cu5}');
+$::cluster->fail_master($victim);
+Test::More::is($poll->(1, ($::FAILOVER_MS + $::TIMEOUT_MS) / 1000), 1,
+               'up again after the failover, with no command sent');
+$::cluster->restart($victim);
+$::cluster->wait_ok;
+--- request
+GET /v1/users/cu5/devices
+--- error_code: 200
+--- no_error_log eval
+qr/\[error\](?!.*(?:connect failed|connection lost))/
+
+
+
+=== TEST 9: a reply lost with its connection: the command is not sent again (badges counted once)
+--- http_config
+timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS prefix=tc timeout=1000ms;
+timpush_devices_per_app 100;
+--- init
+# 100 devices: the PUSH script's reply (the user's hash) is larger than
+# the hard limit of the output buffer set on its node, which closes the
+# connection after the script ran (Redis: client-output-buffer-limit)
+my $body = '{"business_id":1001}';
+for my $i (0 .. 99) {
+    my ($status) = Timpush::Push::call('PUT', '/v1/users/big/devices/'
+                                       . sprintf('%064x', 0xc0000000 + $i),
+                                       $body);
+    die "register: $status" unless $status == 200;
+}
+my $node = $::cluster->node_for_key('tc:u:{big}');
+$::cluster->cmd($node, 'CONFIG', 'SET', 'client-output-buffer-limit',
+                'normal 1024 1024 0');
+my ($status, $res) = Timpush::Push::push_message({
+    to => ['big'], from => { user_id => 'boss', nickname => 'Boss' },
+    elems => [{ type => 'text', text => 'once' }] });
+$::cluster->cmd($node, 'CONFIG', 'SET', 'client-output-buffer-limit',
+                'normal 0 0 0');
+Test::More::is($status, 200, 'the push answered');
+Test::More::is($res->{results}[0]{error}, 'store_unavailable',
+               'the user not read: its reply was lost');
+my $hash = $::cluster->cmd($node, 'HGETALL', 'tc:u:{big}');
+my %h = @$hash;
+Test::More::is(join(',', sort { $a <=> $b } map { $h{$_} }
+                         grep { /^b:/ } keys %h),
+               join(',', (1) x 100),
+               'every badge counted once: the script ran once');
+--- request
+GET /v1/users/big/devices
+--- error_code: 200
+--- no_error_log eval
+qr/\[error\](?!.*connection lost)/
+
+
+
+=== TEST 10: timpush_redis and timpush_redis_cluster together: nginx -t fails
 --- http_config
 timpush_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
 timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS;
@@ -271,7 +347,7 @@ location /v1/ { timpush_api; }
 
 
 
-=== TEST 9: a seed that is not host:port: nginx -t names it
+=== TEST 11: a seed that is not host:port: nginx -t names it
 --- http_config
 timpush_redis_cluster 127.0.0.1;
 --- config
