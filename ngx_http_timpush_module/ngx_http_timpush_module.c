@@ -303,19 +303,6 @@ ngx_http_timpush_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /*
-     * The async scripts touch a push's hash and the stream together, two
-     * slots on a Cluster: not there yet (DESIGN §15).
-     */
-
-    if (tmcf->async && tmcf->cluster) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"timpush_async on\" cannot be used with "
-                      "\"timpush_redis_cluster\" yet: asynchronous pushes "
-                      "need a single Redis");
-        return NGX_CONF_ERROR;
-    }
-
     if (tmcf->api_locations.nelts && !tmcf->redis_set) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"timpush_api\" needs \"timpush_redis\" in the "

@@ -538,6 +538,29 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "           'f:' .. t)\n"
     "return 1\n"),
 
+    /*
+     * On a Redis Cluster a push's hash and the stream are in two slots:
+     * ENQUEUE, FINISH and FETCH are then steps of one key each (async.c).
+     *
+     * QUEUED now_ms: the push's hash once the stream has it
+     */
+    ngx_string(
+    "redis.call('HSETNX', KEYS[1], 'state', 'queued')\n"
+    "redis.call('HSETNX', KEYS[1], 'created', ARGV[1])\n"
+    "return 1\n"),
+
+    /* DONE keep_ms now_ms: the push's hash, done, kept keep_ms */
+    ngx_string(
+    "redis.call('HSET', KEYS[1], 'state', 'done', 'done', ARGV[2])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[1])\n"
+    "return 1\n"),
+
+    /* ACK id: out of the stream, once its hash says done */
+    ngx_string(
+    "redis.call('XACK', KEYS[1], 'timpush', ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n"),
+
 };
 
 

@@ -355,15 +355,3 @@ location /v1/ { timpush_api; }
 --- must_die
 --- error_log
 "timpush_redis_cluster" directive has a seed node that is not host:port "127.0.0.1"
-
-
-
-=== TEST 12: timpush_async on with timpush_redis_cluster: nginx -t fails, saying why
---- http_config
-timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS;
-timpush_async on;
---- config
-location /v1/ { timpush_api; }
---- must_die
---- error_log
-"timpush_async on" cannot be used with "timpush_redis_cluster" yet
