@@ -6,8 +6,9 @@
  * life: connect, TLS, AUTH, reconnect with backoff), and a second one for
  * the async reader's blocking reads.  On a Redis Cluster, one per master
  * instead, each command sent by store_cluster.c to the master of its
- * keys' slot (every key of one call in the same slot).  Every command has a deadline on an
- * nginx timer; a reply that comes after it is dropped.
+ * keys' slot (every key of one call in the same slot).  Every command
+ * has a deadline on an nginx timer; a reply that comes after it is
+ * dropped.
  *
  * A user's devices are one hash, "<prefix>:u:{<user>}"; each token has a
  * reverse index, "<prefix>:t:{<token>}" (owner.c); each msg_id a hash of
