@@ -361,7 +361,12 @@ ngx_http_timpush_store_cluster_node_state(void *data, ngx_uint_t up,
     cl = node->cl;
     node->up = up ? 1 : 0;
 
-    if (cl->exiting) {
+    /*
+     * From within redis_create() (a connect refused at once): the node is
+     * not complete yet, and whoever made it looks at it next.
+     */
+
+    if (cl->exiting || node->rd == NULL) {
         return;
     }
 

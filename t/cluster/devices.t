@@ -19,6 +19,7 @@ use Time::HiRes qw(sleep time);
 
 our $cluster = Timpush::Cluster->new;
 $ENV{TEST_NGINX_CLUSTER_SEEDS} = $cluster->seeds;
+$ENV{TEST_NGINX_B_PORT} ||= Timpush::Test::free_port();
 
 # the slowest a failover may take here: the node timeout, the election,
 # and the map refreshed by the store after its first error
@@ -355,3 +356,51 @@ location /v1/ { timpush_api; }
 --- must_die
 --- error_log
 "timpush_redis_cluster" directive has a seed node that is not host:port "127.0.0.1"
+
+
+
+=== TEST 12: a gateway started while a master is dead, before the failover: the map names a node that refuses at once; it is waited for, then its replica used
+--- init
+my ($dead) = grep { !$::cluster->{nodes}{$_}{pid} } $::cluster->ports;
+if (defined $dead) {
+    $::cluster->restart($dead);
+    $::cluster->wait_ok;
+}
+my ($victim, $seed) = $::cluster->masters;
+my $certs = $ENV{TEST_NGINX_CERT_DIR};
+my $port = $ENV{TEST_NGINX_B_PORT};
+$::cluster->_kill($victim);
+my $b = Timpush::Push::start_nginx(master => 1, port => $port, http => "
+    timpush_redis_cluster 127.0.0.1:$seed prefix=tc timeout=2000ms;
+    upstream ext { server 127.0.0.1:$ENV{TEST_NGINX_APNS_PORT}; }
+    timpush_apns_upstream sandbox ext;
+    timpush_apns_upstream production ext;
+    timpush_apns_trusted_certificate $certs/ca.crt;
+    timpush_credential 1001 certificate=$certs/dev.p12
+                            password_file=$certs/dev.pass env=sandbox;
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ { timpush_api; }
+    }");
+$::cluster->wait_ok;
+my $http = HTTP::Tiny->new(timeout => 10);
+my ($bad, $until) = (1, Time::HiRes::time() + ($::FAILOVER_MS + $::TIMEOUT_MS) / 1000);
+while ($bad && Time::HiRes::time() < $until) {
+    $bad = grep {
+        $http->get("http://127.0.0.1:$port/v1/users/cu$_/devices")->{status}
+        != 200
+    } 0 .. 29;
+    Time::HiRes::sleep(0.1) if $bad;
+}
+Test::More::is($bad, 0, 'the new gateway reads users of every slot');
+my $log = Timpush::Push::slurp("$b->{dir}/logs/error.log");
+Test::More::unlike($log, qr/exited on signal|\[alert\]|\[crit\]/,
+                   'no worker crashed, no alert');
+Timpush::Push::stop_nginx($b);
+$::cluster->restart($victim);
+$::cluster->wait_ok;
+--- request
+GET /v1/users/cu9/devices
+--- error_code: 200
+--- no_error_log eval
+qr/\[error\](?!.*(?:connect failed|connection lost|no reply within))/
