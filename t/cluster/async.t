@@ -15,6 +15,12 @@ $ENV{TEST_NGINX_CLUSTER_SEEDS} = $cluster->seeds;
 $ENV{TEST_NGINX_B_PORT} ||= free_port();
 
 our $USERS = 100;
+
+# longer than timpush_apns_timeout and the Redis timeout (60 s and 30 s
+# under valgrind, Timpush::Test)
+our $VG = $ENV{TEST_NGINX_USE_VALGRIND};
+our $CLAIM = $VG ? '120s' : '15s';
+our $WAIT = $VG ? 120 : 20;
 our $Text = { from => { user_id => 'boss', nickname => 'Boss' },
               elems => [{ type => 'text', text => 'later' }] };
 
@@ -25,7 +31,7 @@ add_block_preprocessor(sub {
     if ($http !~ /timpush_redis/) {
         $http = "timpush_redis_cluster \$TEST_NGINX_CLUSTER_SEEDS "
                 . "prefix=ta timeout=2000ms;\n"
-                . "timpush_async on;\ntimpush_async_claim 15s;\n$http";
+                . "timpush_async on;\ntimpush_async_claim $CLAIM;\n$http";
     }
 
     $http .= Timpush::Push::simulator() if $http !~ /timpush_apns_mock/;
@@ -92,7 +98,7 @@ for my $k (0 .. 19) {
     Test::More::is($status, 202, "push $k queued") or last;
     push @ids, $json->{push_id};
 }
-my $until = Time::HiRes::time() + 20;
+my $until = Time::HiRes::time() + $::WAIT;
 my @left = @ids;
 while (@left && Time::HiRes::time() < $until) {
     @left = grep { ::state_of($_, $ENV{TEST_NGINX_B_PORT}) ne 'done' } @left;
