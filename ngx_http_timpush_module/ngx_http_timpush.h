@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_timpush_redis.h"
+#include "ngx_http_timpush_cluster.h"
 
 
 #define NGX_HTTP_TIMPUSH_ENV_SANDBOX      0
@@ -70,6 +71,7 @@ typedef struct {
 typedef struct {
     ngx_http_timpush_redis_conf_t  redis;
     ngx_uint_t                     redis_set;
+    ngx_http_timpush_cluster_conf_t  *cluster;  /* timpush_redis_cluster */
     ngx_array_t                    credentials;  /* credential_t * */
     ngx_uint_t                     devices_per_app;
     ngx_uint_t                     max_recipients;
@@ -122,6 +124,9 @@ typedef enum {
     NGX_HTTP_TIMPUSH_SCRIPT_SETTLE,
     NGX_HTTP_TIMPUSH_SCRIPT_RELEASE,
     NGX_HTTP_TIMPUSH_SCRIPT_UNDO,
+    NGX_HTTP_TIMPUSH_SCRIPT_QUEUED,
+    NGX_HTTP_TIMPUSH_SCRIPT_DONE,
+    NGX_HTTP_TIMPUSH_SCRIPT_ACK,
     NGX_HTTP_TIMPUSH_SCRIPT_LAST
 } ngx_http_timpush_script_e;
 
@@ -150,6 +155,7 @@ ngx_int_t ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     ngx_http_timpush_store_cmd_t **cmdp);
 void ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd);
 ngx_int_t ngx_http_timpush_store_room(ngx_uint_t n);
+ngx_uint_t ngx_http_timpush_store_clustered(void);
 const char *ngx_http_timpush_store_strerror(ngx_int_t rc);
 ngx_int_t ngx_http_timpush_store_key(ngx_pool_t *pool, ngx_str_t *user,
     ngx_str_t *key);
@@ -157,6 +163,8 @@ ngx_int_t ngx_http_timpush_store_token_key(ngx_pool_t *pool,
     ngx_str_t *token, ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *msg_id,
     ngx_str_t *key);
+ngx_int_t ngx_http_timpush_store_msg_slot_key(ngx_pool_t *pool,
+    ngx_str_t *msg_id, ngx_uint_t slot, ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_plain_key(ngx_pool_t *pool, const char *name,
     ngx_str_t *key);
 ngx_int_t ngx_http_timpush_store_push_key(ngx_pool_t *pool, ngx_str_t *id,

@@ -27,6 +27,14 @@
  *             that a long push is not taken from it.
  *   quit      a worker that exits reads no more and leaves what it holds
  *             unacknowledged, for another to claim.
+ *
+ * On a Redis Cluster the stream and a push's hash are in two slots, and
+ * what one script does on one Redis is two steps, in an order that keeps
+ * what a reader sees true: enqueue appends to the stream, then writes the
+ * hash ("queued" meanwhile read from the stream); finish marks the hash
+ * done, then acknowledges and deletes the entry (a push done but still in
+ * the stream is claimed again and finds its devices marked); a read looks
+ * at the hash, then at the stream.
  */
 
 
@@ -99,14 +107,33 @@ struct ngx_http_timpush_async_push_s {
 };
 
 
+typedef struct {
+    ngx_http_request_t                 *request;
+    ngx_str_t                           id;
+    ngx_str_t                           stream;   /* Cluster: read next */
+    ngx_uint_t                          step;     /* Cluster: 1 the hash
+                                                     asked, 2 the stream */
+} ngx_http_timpush_async_get_t;
+
+
 static ngx_int_t ngx_http_timpush_async_run(ngx_http_request_t *r,
     ngx_http_timpush_script_e script, ngx_str_t *keys, ngx_uint_t nkeys,
     ngx_str_t *args, ngx_uint_t nargs,
     ngx_http_timpush_store_handler_pt handler, void *data);
 static void ngx_http_timpush_async_enqueued(void *data, redisReply *reply,
     ngx_int_t rc);
+static void ngx_http_timpush_async_queued(void *data, redisReply *reply,
+    ngx_int_t rc);
+static ngx_int_t ngx_http_timpush_async_accept(ngx_http_request_t *r,
+    ngx_str_t *id);
+static ngx_int_t ngx_http_timpush_async_queue_hash(ngx_http_request_t *r,
+    ngx_str_t *id);
+static void ngx_http_timpush_async_hashed(void *data, redisReply *reply,
+    ngx_int_t rc);
 static void ngx_http_timpush_async_fetched(void *data, redisReply *reply,
     ngx_int_t rc);
+static ngx_int_t ngx_http_timpush_async_streamed(
+    ngx_http_timpush_async_get_t *get, redisReply *reply);
 static ngx_int_t ngx_http_timpush_async_answer(ngx_http_request_t *r,
     ngx_str_t *id, redisReply *reply);
 static int ngx_libc_cdecl ngx_http_timpush_async_cmp(const void *one,
@@ -159,9 +186,11 @@ ngx_int_t
 ngx_http_timpush_async_enqueue(ngx_http_request_t *r, u_char *data,
     size_t len)
 {
-    u_char      *p;
-    ngx_str_t    key, args[3];
-    ngx_time_t  *tp;
+    u_char                        *p;
+    ngx_int_t                      rc;
+    ngx_str_t                      key, args[3], argv[7];
+    ngx_time_t                    *tp;
+    ngx_http_timpush_main_conf_t  *tmcf;
 
     if (ngx_http_timpush_store_plain_key(r->pool, "pushes", &key) != NGX_OK
         || ngx_http_timpush_store_plain_key(r->pool, "p:{", &args[2])
@@ -182,6 +211,31 @@ ngx_http_timpush_async_enqueue(ngx_http_request_t *r, u_char *data,
     args[1].data = p;
     args[1].len = ngx_sprintf(p, "%L", (int64_t) tp->sec * 1000 + tp->msec)
                   - p;
+
+    if (ngx_http_timpush_store_clustered()) {
+
+        /* the stream first; the hash once the stream has the push */
+
+        ngx_str_set(&argv[0], "XADD");
+        argv[1] = key;
+        ngx_str_set(&argv[2], "*");
+        ngx_str_set(&argv[3], "body");
+        argv[4] = args[0];
+        ngx_str_set(&argv[5], "at");
+        argv[6] = args[1];
+
+        tmcf = ngx_http_get_module_main_conf(r, ngx_http_timpush_module);
+
+        rc = ngx_http_timpush_store_command(0, argv, 7, tmcf->redis.timeout,
+                                            ngx_http_timpush_async_enqueued,
+                                            r, ngx_http_timpush_api_cmd(r));
+        if (rc != NGX_OK) {
+            *ngx_http_timpush_api_cmd(r) = NULL;
+            return ngx_http_timpush_api_store_error(r, rc);
+        }
+
+        return NGX_DONE;
+    }
 
     return ngx_http_timpush_async_run(r, NGX_HTTP_TIMPUSH_SCRIPT_ENQUEUE,
                                       &key, 1, args, 3,
@@ -215,7 +269,6 @@ ngx_http_timpush_async_enqueued(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_request_t *r = data;
 
-    yajl_gen           g;
     ngx_str_t          id;
     ngx_connection_t  *c;
 
@@ -235,23 +288,21 @@ ngx_http_timpush_async_enqueued(void *data, redisReply *reply, ngx_int_t rc)
     id.data = (u_char *) reply->str;
     id.len = reply->len;
 
-    g = ngx_http_timpush_json_gen(r->pool);
+    /* on a Cluster the push's hash, then the answer */
 
-    if (g == NULL) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        goto done;
+    if (ngx_http_timpush_store_clustered()) {
+        id.data = ngx_pstrdup(r->pool, &id);
+        if (id.data == NULL) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto done;
+        }
+
+        if (ngx_http_timpush_async_queue_hash(r, &id) == NGX_OK) {
+            return;
+        }
     }
 
-    yajl_gen_map_open(g);
-
-    if (ngx_http_timpush_json_key_str(g, "push_id", &id) != NGX_OK) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        goto done;
-    }
-
-    yajl_gen_map_close(g);
-
-    rc = ngx_http_timpush_api_send(r, NGX_HTTP_ACCEPTED, g);
+    rc = ngx_http_timpush_async_accept(r, &id);
 
 done:
 
@@ -261,13 +312,97 @@ done:
 }
 
 
-/* --------------------------------------------------- GET /v1/pushes/{id} */
+/* 202 {"push_id"} */
+
+static ngx_int_t
+ngx_http_timpush_async_accept(ngx_http_request_t *r, ngx_str_t *id)
+{
+    yajl_gen  g;
+
+    g = ngx_http_timpush_json_gen(r->pool);
+
+    if (g == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    yajl_gen_map_open(g);
+
+    if (ngx_http_timpush_json_key_str(g, "push_id", id) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    yajl_gen_map_close(g);
+
+    return ngx_http_timpush_api_send(r, NGX_HTTP_ACCEPTED, g);
+}
+
+
+/* Cluster: the hash of a push the stream has (its id in r's pool) */
 
 typedef struct {
     ngx_http_request_t                 *request;
     ngx_str_t                           id;
-} ngx_http_timpush_async_get_t;
+} ngx_http_timpush_async_queue_t;
 
+
+static ngx_int_t
+ngx_http_timpush_async_queue_hash(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char                          *p;
+    ngx_int_t                        rc;
+    ngx_str_t                        key, arg;
+    ngx_time_t                      *tp;
+    ngx_http_timpush_async_queue_t  *q;
+
+    q = ngx_palloc(r->pool, sizeof(ngx_http_timpush_async_queue_t));
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+
+    if (q == NULL || p == NULL
+        || ngx_http_timpush_store_push_key(r->pool, id, &key) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    q->request = r;
+    q->id = *id;
+
+    tp = ngx_timeofday();
+    arg.data = p;
+    arg.len = ngx_sprintf(p, "%L", (int64_t) tp->sec * 1000 + tp->msec) - p;
+
+    rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_QUEUED, &key, 1,
+                                    &arg, 1, ngx_http_timpush_async_queued, q,
+                                    ngx_http_timpush_api_cmd(r));
+    if (rc != NGX_OK) {
+        *ngx_http_timpush_api_cmd(r) = NULL;
+    }
+
+    return rc;
+}
+
+
+/* queued whatever the hash's fate: a read finds the push in the stream */
+
+static void
+ngx_http_timpush_async_queued(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_timpush_async_queue_t *q = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+    c = r->connection;
+    *ngx_http_timpush_api_cmd(r) = NULL;
+
+    rc = ngx_http_timpush_async_accept(r, &q->id);
+
+    ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* --------------------------------------------------- GET /v1/pushes/{id} */
 
 ngx_int_t
 ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id)
@@ -322,6 +457,20 @@ ngx_http_timpush_async_get(ngx_http_request_t *r, ngx_str_t *id)
         return ngx_http_timpush_api_store_error(r, NGX_DECLINED);
     }
 
+    /* Cluster: the hash alone (HGETALL), then perhaps the stream */
+
+    get->step = 0;
+
+    if (ngx_http_timpush_store_clustered()) {
+        get->stream = keys[1];
+        get->step = 1;
+
+        return ngx_http_timpush_async_run(r, NGX_HTTP_TIMPUSH_SCRIPT_LIST,
+                                          keys, 1, NULL, 0,
+                                          ngx_http_timpush_async_fetched,
+                                          get);
+    }
+
     return ngx_http_timpush_async_run(r, NGX_HTTP_TIMPUSH_SCRIPT_FETCH, keys,
                                       2, id, 1,
                                       ngx_http_timpush_async_fetched, get);
@@ -340,6 +489,13 @@ ngx_http_timpush_async_fetched(void *data, redisReply *reply, ngx_int_t rc)
     c = r->connection;
     *ngx_http_timpush_api_cmd(r) = NULL;
 
+    if (get->step && rc == NGX_OK
+        && ngx_http_timpush_async_streamed(get, reply) == NGX_OK)
+    {
+        /* the stream is read next, or was: queued */
+        return;
+    }
+
     if (rc != NGX_OK) {
         rc = ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                         "store_unavailable", "%s",
@@ -356,6 +512,89 @@ ngx_http_timpush_async_fetched(void *data, redisReply *reply, ngx_int_t rc)
 
     ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * Cluster: no hash yet (a push just queued) or any more (expired): the
+ * stream is asked (XRANGE id id).  NGX_OK: answered, or asked; else the
+ * reply is answered as it is.
+ */
+
+static ngx_int_t
+ngx_http_timpush_async_streamed(ngx_http_timpush_async_get_t *get,
+    redisReply *reply)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      argv[4];
+    redisReply                     queued, fields[2], *elts[2];
+    ngx_connection_t              *c;
+    ngx_http_request_t            *r;
+    ngx_http_timpush_main_conf_t  *tmcf;
+
+    r = get->request;
+    c = r->connection;
+
+    if (get->step == 1) {
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements) {
+            return NGX_DECLINED;    /* the hash */
+        }
+
+        ngx_str_set(&argv[0], "XRANGE");
+        argv[1] = get->stream;
+        argv[2] = get->id;
+        argv[3] = get->id;
+
+        get->step = 2;
+
+        tmcf = ngx_http_get_module_main_conf(r, ngx_http_timpush_module);
+
+        rc = ngx_http_timpush_store_command(0, argv, 4, tmcf->redis.timeout,
+                                            ngx_http_timpush_async_fetched,
+                                            get, ngx_http_timpush_api_cmd(r));
+        if (rc == NGX_OK) {
+            return NGX_OK;
+        }
+
+        *ngx_http_timpush_api_cmd(r) = NULL;
+
+        rc = ngx_http_timpush_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "store_unavailable", "%s",
+                                        ngx_http_timpush_store_strerror(rc));
+        goto done;
+    }
+
+    /* the stream's answer: the entry (queued), or none (404) */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(&queued, sizeof(redisReply));
+    ngx_memzero(fields, 2 * sizeof(redisReply));
+
+    fields[0].type = REDIS_REPLY_STRING;
+    fields[0].str = (char *) "state";
+    fields[0].len = 5;
+    fields[1].type = REDIS_REPLY_STRING;
+    fields[1].str = (char *) "queued";
+    fields[1].len = 6;
+
+    elts[0] = &fields[0];
+    elts[1] = &fields[1];
+
+    queued.type = REDIS_REPLY_ARRAY;
+    queued.elements = 2;
+    queued.element = elts;
+
+    rc = ngx_http_timpush_async_answer(r, &get->id, &queued);
+
+done:
+
+    ngx_http_finalize_request(r, ngx_http_timpush_api_finish(r, rc));
+    ngx_http_run_posted_requests(c);
+
+    return NGX_OK;
 }
 
 
@@ -1431,9 +1670,19 @@ ngx_http_timpush_async_finish(ngx_http_timpush_async_push_t *ap)
     p = ngx_sprintf(p, "%L", (int64_t) tp->sec * 1000 + tp->msec);
     args[2].len = p - args[2].data;
 
-    rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_FINISH, keys, 2,
-                                    args, 3, ngx_http_timpush_async_done, ap,
-                                    NULL);
+    if (ngx_http_timpush_store_clustered()) {
+        /* Cluster: the hash done, then the stream's entry acknowledged */
+        rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_DONE, keys, 1,
+                                        &args[1], 2,
+                                        ngx_http_timpush_async_hashed, ap,
+                                        NULL);
+    } else {
+        rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_FINISH, keys,
+                                        2, args, 3,
+                                        ngx_http_timpush_async_done, ap,
+                                        NULL);
+    }
+
     if (rc != NGX_OK) {
         /* not acknowledged: claimed again later, by us or another */
         ngx_http_timpush_async_free(ap);
@@ -1441,6 +1690,38 @@ ngx_http_timpush_async_finish(ngx_http_timpush_async_push_t *ap)
     }
 
     ap->pending++;
+}
+
+
+/* Cluster: the hash says done; the entry leaves the stream */
+
+static void
+ngx_http_timpush_async_hashed(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_timpush_async_push_t *ap = data;
+
+    ngx_http_timpush_async_t  *a;
+
+    a = ngx_http_timpush_async;
+    ap->pending--;
+
+    if (!ap->held) {
+        ngx_http_timpush_async_release(ap);
+        return;
+    }
+
+    if (rc == NGX_OK
+        && ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_ACK, &a->stream,
+                                      1, &ap->id, 1,
+                                      ngx_http_timpush_async_done, ap, NULL)
+           == NGX_OK)
+    {
+        ap->pending++;
+        return;
+    }
+
+    /* not acknowledged: claimed again later, and found done */
+    ngx_http_timpush_async_free(ap);
 }
 
 

@@ -22,6 +22,8 @@ static char *ngx_http_timpush_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_timpush_postconfiguration(ngx_conf_t *cf);
 static char *ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_timpush_redis_cluster(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_timpush_redis_address(ngx_conf_t *cf,
     ngx_http_timpush_redis_conf_t *rc, ngx_str_t *value);
 static ngx_int_t ngx_http_timpush_redis_password(ngx_conf_t *cf,
@@ -43,6 +45,13 @@ static ngx_command_t  ngx_http_timpush_commands[] = {
       ngx_http_timpush_redis,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("timpush_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_timpush_redis_cluster,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_timpush_main_conf_t, cluster),
       NULL },
 
     { ngx_string("timpush_credential"),
@@ -399,6 +408,11 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t                      i;
     ngx_http_timpush_redis_conf_t  *rc;
 
+    if (tmcf->cluster) {
+        return "cannot be used with \"timpush_redis_cluster\": one store, "
+               "a single Redis or a Cluster";
+    }
+
     if (tmcf->redis_set) {
         return "is duplicate";
     }
@@ -533,6 +547,49 @@ ngx_http_timpush_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     rc->opts.timeout = rc->timeout;
+
+    tmcf->redis_set = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * timpush_redis_cluster (cluster_conf.c reads it): the store's options as
+ * timpush_redis's, shared by the connections to every node.
+ */
+
+static char *
+ngx_http_timpush_redis_cluster(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_timpush_main_conf_t *tmcf = conf;
+
+    char                             *rv;
+    ngx_http_timpush_redis_conf_t    *rc;
+    ngx_http_timpush_cluster_conf_t  *ccf;
+
+    rv = ngx_http_timpush_cluster_directive(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    ccf = tmcf->cluster;
+    rc = &tmcf->redis;
+
+    ngx_str_set(&rc->name, "cluster");
+    rc->prefix = ccf->prefix;
+    rc->timeout = ccf->timeout;
+    rc->max_pending = ccf->max_pending;
+    rc->tls = ccf->tls;
+    rc->trusted = ccf->trusted_certificate;
+    rc->opts.user = ccf->user;
+    rc->opts.password = ccf->password;
+    rc->opts.timeout = ccf->timeout;
+
+    if (rc->tls && ngx_http_timpush_redis_ssl(cf, rc) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     tmcf->redis_set = 1;
 

@@ -71,17 +71,23 @@ typedef struct ngx_http_timpush_recipient_s {
     ngx_http_timpush_push_t            *push;
     ngx_http_timpush_device_note_t     *devices;
     ngx_uint_t                          ndevices;
+    ngx_uint_t                          batch;       /* read by which */
     const char                         *error;
 } ngx_http_timpush_recipient_t;
 
 
-/* the recipients read by one script call */
+/*
+ * The recipients read by one script call: on a Redis Cluster, users whose
+ * keys are in one slot (a call's keys are), else users next in "to".
+ */
 
 typedef struct {
     ngx_http_timpush_push_t            *push;
-    ngx_http_timpush_recipient_t       *rcpts;
+    ngx_http_timpush_recipient_t      **rcpts;
     ngx_uint_t                          nrcpts;
     ngx_http_timpush_store_cmd_t       *cmd;
+    ngx_uint_t                          slot;        /* Cluster; else 0 */
+    ngx_str_t                           mkey;        /* msg_id marks */
     int64_t                             claim;       /* msg_id: its number */
     u_char                             *states;      /* one per device */
     ngx_uint_t                          nclaimed;
@@ -145,6 +151,7 @@ static void ngx_http_timpush_push_sort(ngx_http_timpush_device_note_t *dn,
     ngx_uint_t n);
 static void ngx_http_timpush_push_device(ngx_http_timpush_recipient_t *rcpt,
     ngx_http_timpush_device_note_t *dn);
+static ngx_int_t ngx_http_timpush_push_batches(ngx_http_timpush_push_t *push);
 static void ngx_http_timpush_push_sent(ngx_http_timpush_apns_note_t *note);
 static ngx_int_t ngx_http_timpush_push_prune(
     ngx_http_timpush_device_note_t *dn);
@@ -156,6 +163,8 @@ static void ngx_http_timpush_push_released(void *data,
 static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     ngx_http_timpush_main_conf_t *tmcf);
 static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
+static void ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push,
+    ngx_uint_t b, ngx_uint_t e, ngx_str_t *args);
 static ngx_int_t ngx_http_timpush_push_mark_send(
     ngx_http_timpush_push_t *push, ngx_str_t *args, ngx_uint_t nargs);
 static void ngx_http_timpush_push_unmarked(ngx_http_timpush_push_t *push,
@@ -363,7 +372,6 @@ ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
     ngx_uint_t                      i;
     ngx_time_t                     *tp;
     ngx_pool_cleanup_t             *cln;
-    ngx_http_timpush_batch_t       *batch;
     ngx_http_timpush_recipient_t   *rcpt;
     ngx_http_timpush_main_conf_t   *tmcf;
 
@@ -372,11 +380,11 @@ ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
     /* room in Redis for the first calls, or the push is refused */
 
     push->nrcpts = push->msg.to.nelts;
-    push->nbatches = (push->nrcpts + NGX_HTTP_TIMPUSH_PUSH_BATCH - 1)
-                     / NGX_HTTP_TIMPUSH_PUSH_BATCH;
 
-    rc = ngx_http_timpush_store_room(ngx_min(push->nbatches,
-                                             NGX_HTTP_TIMPUSH_PUSH_INFLIGHT));
+    rc = ngx_http_timpush_store_room(ngx_min(
+                              (push->nrcpts + NGX_HTTP_TIMPUSH_PUSH_BATCH - 1)
+                              / NGX_HTTP_TIMPUSH_PUSH_BATCH,
+                              NGX_HTTP_TIMPUSH_PUSH_INFLIGHT));
     if (rc != NGX_OK) {
         return rc;
     }
@@ -384,12 +392,6 @@ ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
     push->rcpts = ngx_pcalloc(push->pool, push->nrcpts
                                        * sizeof(ngx_http_timpush_recipient_t));
     if (push->rcpts == NULL) {
-        return NGX_ERROR;
-    }
-
-    push->batches = ngx_pcalloc(push->pool, push->nbatches
-                                         * sizeof(ngx_http_timpush_batch_t));
-    if (push->batches == NULL) {
         return NGX_ERROR;
     }
 
@@ -473,16 +475,122 @@ ngx_http_timpush_push_start(ngx_http_timpush_push_t *push)
     push->wait.data = push;
     push->wait.log = push->log;
 
-    for (i = 0; i < push->nbatches; i++) {
-        batch = &push->batches[i];
-        batch->push = push;
-        batch->rcpts = &push->rcpts[i * NGX_HTTP_TIMPUSH_PUSH_BATCH];
-        batch->nrcpts = ngx_min(NGX_HTTP_TIMPUSH_PUSH_BATCH,
-                                push->nrcpts
-                                - i * NGX_HTTP_TIMPUSH_PUSH_BATCH);
+    if (ngx_http_timpush_push_batches(push) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_http_timpush_push_more(push);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Up to NGX_HTTP_TIMPUSH_PUSH_BATCH users per script call: in the order
+ * of "to", or on a Redis Cluster users of one slot (grouped by cluster.c)
+ * since a script's keys must be in one slot.
+ */
+
+static ngx_int_t
+ngx_http_timpush_push_batches(ngx_http_timpush_push_t *push)
+{
+    ngx_str_t                          *keys, mkey;
+    ngx_uint_t                          i, j, g, n, ngroups, nb;
+    ngx_http_timpush_batch_t           *batch;
+    ngx_http_timpush_recipient_t      **order;
+    ngx_http_timpush_cluster_group_t   *groups, one;
+
+    order = ngx_palloc(push->pool,
+                       push->nrcpts * sizeof(ngx_http_timpush_recipient_t *));
+    if (order == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_timpush_store_clustered()) {
+        keys = ngx_palloc(push->pool, push->nrcpts * sizeof(ngx_str_t));
+        if (keys == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < push->nrcpts; i++) {
+            keys[i] = push->rcpts[i].key;
+        }
+
+        groups = ngx_http_timpush_cluster_group(push->pool, keys,
+                                                push->nrcpts, &ngroups);
+        if (groups == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        one.slot = 0;
+        one.index = NULL;
+        one.nkeys = push->nrcpts;
+        groups = &one;
+        ngroups = 1;
+    }
+
+    nb = 0;
+
+    for (g = 0; g < ngroups; g++) {
+        nb += (groups[g].nkeys + NGX_HTTP_TIMPUSH_PUSH_BATCH - 1)
+              / NGX_HTTP_TIMPUSH_PUSH_BATCH;
+    }
+
+    push->batches = ngx_pcalloc(push->pool,
+                                nb * sizeof(ngx_http_timpush_batch_t));
+    if (push->batches == NULL) {
+        return NGX_ERROR;
+    }
+
+    push->nbatches = nb;
+
+    n = 0;
+    nb = 0;
+
+    for (g = 0; g < ngroups; g++) {
+
+        /* the msg_id's marks of these users: a key in their slot */
+
+        if (!push->dedup) {
+            ngx_str_null(&mkey);
+
+        } else if (groups != &one) {
+            if (ngx_http_timpush_store_msg_slot_key(push->pool,
+                                                    &push->msg.msg_id,
+                                                    groups[g].slot, &mkey)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            mkey = push->mkey;
+        }
+
+        for (i = 0; i < groups[g].nkeys; i++) {
+            j = groups[g].index ? groups[g].index[i] : i;
+            order[n + i] = &push->rcpts[j];
+        }
+
+        for (i = 0; i < groups[g].nkeys; i += NGX_HTTP_TIMPUSH_PUSH_BATCH) {
+            batch = &push->batches[nb];
+            batch->push = push;
+            batch->slot = groups[g].slot;
+            batch->mkey = mkey;
+            batch->rcpts = &order[n + i];
+            batch->nrcpts = ngx_min(NGX_HTTP_TIMPUSH_PUSH_BATCH,
+                                    groups[g].nkeys - i);
+
+            for (j = 0; j < batch->nrcpts; j++) {
+                batch->rcpts[j]->batch = nb;
+            }
+
+            nb++;
+        }
+
+        n += groups[g].nkeys;
+    }
 
     return NGX_OK;
 }
@@ -555,11 +663,10 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
 
             /* out of time: the users not read yet are not pushed at all */
 
-            for (i = push->next * NGX_HTTP_TIMPUSH_PUSH_BATCH;
-                 i < push->nrcpts;
-                 i++)
-            {
-                push->rcpts[i].error = "timeout";
+            for (i = 0; i < push->nrcpts; i++) {
+                if (push->rcpts[i].batch >= push->next) {
+                    push->rcpts[i].error = "timeout";
+                }
             }
 
             push->next = push->nbatches;
@@ -587,11 +694,11 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
         n = batch->nrcpts;
 
         for (i = 0; i < n; i++) {
-            keys[i] = batch->rcpts[i].key;
+            keys[i] = batch->rcpts[i]->key;
         }
 
         if (push->dedup) {
-            keys[n++] = push->mkey;
+            keys[n++] = batch->mkey;
         }
 
         rc = ngx_http_timpush_store_run(NGX_HTTP_TIMPUSH_SCRIPT_PUSH,
@@ -617,7 +724,7 @@ ngx_http_timpush_push_more(ngx_http_timpush_push_t *push)
             batch->cmd = NULL;
 
             for (i = 0; i < batch->nrcpts; i++) {
-                batch->rcpts[i].error = "store_unavailable";
+                batch->rcpts[i]->error = "store_unavailable";
             }
 
             continue;
@@ -693,7 +800,7 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
         || reply->elements != batch->nrcpts + (push->dedup ? 2 : 0))
     {
         for (i = 0; i < batch->nrcpts; i++) {
-            batch->rcpts[i].error = "store_unavailable";
+            batch->rcpts[i]->error = "store_unavailable";
         }
 
         push->pending--;
@@ -706,7 +813,7 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
     claimed = 0;
 
     for (i = 0; i < batch->nrcpts; i++) {
-        rcpt = &batch->rcpts[i];
+        rcpt = batch->rcpts[i];
 
         if (ngx_http_timpush_push_devices(rcpt, reply->element[i],
                                           push->dedup ? &claimed : NULL)
@@ -725,7 +832,7 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
     }
 
     for (i = 0; i < batch->nrcpts; i++) {
-        rcpt = &batch->rcpts[i];
+        rcpt = batch->rcpts[i];
 
         for (j = 0; j < rcpt->ndevices; j++) {
             ngx_http_timpush_push_device(rcpt, &rcpt->devices[j]);
@@ -1413,8 +1520,7 @@ ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
         return;
     }
 
-    batch = &push->batches[(dn->rcpt - push->rcpts)
-                           / NGX_HTTP_TIMPUSH_PUSH_BATCH];
+    batch = &push->batches[dn->rcpt->batch];
 
     if (batch->states == NULL || dn->idx > batch->nclaimed) {
         return;
@@ -1463,11 +1569,10 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
 static void
 ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
 {
-    u_char                    *p;
     size_t                     size;
     ngx_int_t                  rc;
     ngx_str_t                 *args;
-    ngx_uint_t                 b, n;
+    ngx_uint_t                 b, e, n;
     ngx_http_timpush_batch_t  *batch;
 
     if (push->markev.timer_set) {
@@ -1503,21 +1608,58 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
         }
     }
 
-    /* HSET key, field value..., then the fields and values */
+    /*
+     * HSET key, field value..., then the fields and values: one per marks
+     * key, batches of one slot (one key) being next to each other
+     */
 
     args = ngx_alloc((2 + 2 * n) * sizeof(ngx_str_t) + size, push->log);
     if (args == NULL) {
         return;
     }
 
+    for (b = 0; b < push->next; b = e) {
+
+        for (e = b + 1;
+             e < push->next && push->batches[e].slot == push->batches[b].slot;
+             e++)
+        { /* void */ }
+
+        ngx_http_timpush_push_mark_key(push, b, e, args);
+    }
+
+    ngx_free(args);
+}
+
+
+/* the marks of batches b to e - 1, all of one marks key */
+
+static void
+ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push, ngx_uint_t b,
+    ngx_uint_t e, ngx_str_t *args)
+{
+    u_char                    *p;
+    ngx_uint_t                 i, n;
+    ngx_http_timpush_batch_t  *batch;
+
+    n = 0;
+
+    for (i = b; i < e; i++) {
+        n += push->batches[i].dirty;
+    }
+
+    if (n == 0) {
+        return;
+    }
+
     ngx_str_set(&args[0], "HSET");
-    args[1] = push->mkey;
+    args[1] = push->batches[b].mkey;
 
     p = (u_char *) &args[2 + 2 * n];
     n = 0;
 
-    for (b = 0; b < push->next; b++) {
-        batch = &push->batches[b];
+    for (i = b; i < e; i++) {
+        batch = &push->batches[i];
 
         if (!batch->dirty) {
             continue;
@@ -1539,12 +1681,10 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
     }
 
     if (ngx_http_timpush_push_mark_send(push, args, 2 + 2 * n) == NGX_OK) {
-        for (b = 0; b < push->next; b++) {
-            push->batches[b].dirty = 0;
+        for (i = b; i < e; i++) {
+            push->batches[i].dirty = 0;
         }
     }
-
-    ngx_free(args);
 }
 
 
@@ -1560,7 +1700,7 @@ ngx_http_timpush_push_mark_send(ngx_http_timpush_push_t *push,
     ngx_http_timpush_mark_t  *mark;
 
     ngx_str_set(&expire[0], "PEXPIRE");
-    expire[1] = push->mkey;
+    expire[1] = args[1];
     expire[2] = push->args[5];
 
     rc = ngx_http_timpush_store_room(2);

@@ -4,8 +4,11 @@
  *
  * The Redis store: one pipelined connection per worker (redis.c owns its
  * life: connect, TLS, AUTH, reconnect with backoff), and a second one for
- * the async reader's blocking reads.  Every command has a deadline on an
- * nginx timer; a reply that comes after it is dropped.
+ * the async reader's blocking reads.  On a Redis Cluster, one per master
+ * instead, each command sent by store_cluster.c to the master of its
+ * keys' slot (every key of one call in the same slot).  Every command
+ * has a deadline on an nginx timer; a reply that comes after it is
+ * dropped.
  *
  * A user's devices are one hash, "<prefix>:u:{<user>}"; each token has a
  * reverse index, "<prefix>:t:{<token>}" (owner.c); each msg_id a hash of
@@ -18,6 +21,7 @@
 
 #include "ngx_http_timpush.h"
 #include "ngx_http_timpush_metrics.h"
+#include "ngx_http_timpush_store_cluster.h"
 
 #include <openssl/sha.h>
 
@@ -34,12 +38,15 @@ struct ngx_http_timpush_store_cmd_s {
     int                                  argc;
     const char                         **argv;
     size_t                              *argvlen;
+    ngx_http_timpush_store_route_t       route;    /* on a Cluster */
     unsigned                             answered:1;
+    unsigned                             counted:1; /* in st->pending */
 };
 
 
 typedef struct ngx_http_timpush_store_s {
     ngx_http_timpush_redis_t            *rd;
+    ngx_http_timpush_store_cluster_t    *cluster;  /* or that */
     ngx_http_timpush_redis_conf_t       *conf;
     ngx_log_t                           *log;
     ngx_uint_t                           pending;
@@ -61,6 +68,7 @@ static void ngx_http_timpush_store_answer(ngx_http_timpush_store_cmd_t *cmd,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_timpush_store_free_cmd(
     ngx_http_timpush_store_cmd_t *cmd);
+static void ngx_http_timpush_store_uncount(ngx_http_timpush_store_cmd_t *cmd);
 static ngx_int_t ngx_http_timpush_store_make_key(ngx_pool_t *pool,
     u_char kind, ngx_str_t *name, ngx_str_t *key);
 static ngx_http_timpush_store_t *ngx_http_timpush_store_make(
@@ -78,10 +86,19 @@ static u_char *ngx_http_timpush_store_copy(ngx_http_timpush_store_cmd_t *cmd,
 static ngx_int_t ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_msec_t timeout,
     ngx_http_timpush_store_cmd_t **cmdp);
+static ngx_int_t ngx_http_timpush_store_ready(ngx_http_timpush_store_t *st);
+static ngx_int_t ngx_http_timpush_store_make_tags(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_timpush_store_slot(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_str_t *keys, ngx_uint_t nkeys);
+static void ngx_http_timpush_store_route_fail(
+    ngx_http_timpush_store_route_t *sr, ngx_int_t rc);
 
 
 static ngx_http_timpush_store_t  *ngx_http_timpush_store;
 static ngx_http_timpush_store_t  *ngx_http_timpush_store_blocking;
+
+/* on a Cluster: for each slot a short hash tag in it (msg_id marks) */
+static u_char                   (*ngx_http_timpush_store_tags)[8];
 
 
 /*
@@ -522,6 +539,29 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "           'f:' .. t)\n"
     "return 1\n"),
 
+    /*
+     * On a Redis Cluster a push's hash and the stream are in two slots:
+     * ENQUEUE, FINISH and FETCH are then steps of one key each (async.c).
+     *
+     * QUEUED now_ms: the push's hash once the stream has it
+     */
+    ngx_string(
+    "redis.call('HSETNX', KEYS[1], 'state', 'queued')\n"
+    "redis.call('HSETNX', KEYS[1], 'created', ARGV[1])\n"
+    "return 1\n"),
+
+    /* DONE keep_ms now_ms: the push's hash, done, kept keep_ms */
+    ngx_string(
+    "redis.call('HSET', KEYS[1], 'state', 'done', 'done', ARGV[2])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[1])\n"
+    "return 1\n"),
+
+    /* ACK id: out of the stream, once its hash says done */
+    ngx_string(
+    "redis.call('XACK', KEYS[1], 'timpush', ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n"),
+
 };
 
 
@@ -532,6 +572,10 @@ ngx_http_timpush_store_init_process(ngx_cycle_t *cycle,
     ngx_http_timpush_store = ngx_http_timpush_store_make(cycle, tmcf, 0);
 
     if (ngx_http_timpush_store == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (tmcf->cluster && ngx_http_timpush_store_make_tags(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -572,6 +616,18 @@ ngx_http_timpush_store_make(ngx_cycle_t *cycle,
         ngx_hex_dump(st->sha[i], digest, SHA_DIGEST_LENGTH);
     }
 
+    if (tmcf->cluster) {
+        st->cluster = ngx_http_timpush_store_cluster_create(cycle,
+                                              tmcf->cluster, &st->conf->opts,
+                                              ngx_http_timpush_store_state,
+                                              st);
+        if (st->cluster == NULL) {
+            return NULL;
+        }
+
+        return st;
+    }
+
     st->rd = ngx_http_timpush_redis_create(cycle->log, &st->conf->opts,
                                            &st->conf->name, &st->conf->host,
                                            &st->conf->addr,
@@ -607,6 +663,33 @@ ngx_http_timpush_store_close(ngx_http_timpush_store_t *st)
     /* answers the commands still waiting with NULL */
     ngx_http_timpush_redis_destroy(st->rd);
     st->rd = NULL;
+
+    ngx_http_timpush_store_cluster_destroy(st->cluster);
+    st->cluster = NULL;
+}
+
+
+static ngx_int_t
+ngx_http_timpush_store_ready(ngx_http_timpush_store_t *st)
+{
+    if (st == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (st->cluster) {
+        return ngx_http_timpush_store_cluster_ready(st->cluster);
+    }
+
+    return ngx_http_timpush_redis_ready(st->rd);
+}
+
+
+/* is the store a Redis Cluster (callers make one call per slot)? */
+
+ngx_uint_t
+ngx_http_timpush_store_clustered(void)
+{
+    return ngx_http_timpush_store && ngx_http_timpush_store->cluster;
 }
 
 
@@ -660,6 +743,91 @@ ngx_http_timpush_store_msg_key(ngx_pool_t *pool, ngx_str_t *msg_id,
     ngx_str_t *key)
 {
     return ngx_http_timpush_store_make_key(pool, 'm', msg_id, key);
+}
+
+
+/*
+ * On a Cluster, the marks of a msg_id for the users of one slot (they go
+ * in the same script call): "<prefix>:m:{<tag>}<msg_id>", the tag one
+ * that hashes to that slot.  On one Redis, "<prefix>:m:{<msg_id>}".
+ */
+
+ngx_int_t
+ngx_http_timpush_store_msg_slot_key(ngx_pool_t *pool, ngx_str_t *msg_id,
+    ngx_uint_t slot, ngx_str_t *key)
+{
+    u_char                    *tag;
+    size_t                     len;
+    ngx_http_timpush_store_t  *st;
+
+    st = ngx_http_timpush_store;
+
+    if (st == NULL || st->cluster == NULL
+        || ngx_http_timpush_store_tags == NULL)
+    {
+        return ngx_http_timpush_store_msg_key(pool, msg_id, key);
+    }
+
+    tag = ngx_http_timpush_store_tags[slot % NGX_HTTP_TIMPUSH_CLUSTER_SLOTS];
+    len = ngx_strlen(tag);
+
+    key->len = st->conf->prefix.len + sizeof(":m:{}") - 1 + len
+               + msg_id->len;
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(key->data, "%V:m:{%s}%V", &st->conf->prefix, tag, msg_id);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Tags "0", "1", ... "z", "10", ... (base 36) until every slot has one:
+ * about 160,000 tries, once per worker.
+ */
+
+static ngx_int_t
+ngx_http_timpush_store_make_tags(ngx_cycle_t *cycle)
+{
+    u_char       buf[8], *p;
+    ngx_uint_t   n, m, slot, left;
+
+    ngx_http_timpush_store_tags = ngx_pcalloc(cycle->pool,
+                                          NGX_HTTP_TIMPUSH_CLUSTER_SLOTS * 8);
+    if (ngx_http_timpush_store_tags == NULL) {
+        return NGX_ERROR;
+    }
+
+    left = NGX_HTTP_TIMPUSH_CLUSTER_SLOTS;
+
+    for (n = 0; left && n < 36 * 36 * 36 * 36 * 36; n++) {
+        p = buf + sizeof(buf) - 1;
+        *p = '\0';
+        m = n;
+
+        do {
+            *--p = "0123456789abcdefghijklmnopqrstuvwxyz"[m % 36];
+            m /= 36;
+        } while (m);
+
+        slot = ngx_http_timpush_cluster_slot(p, buf + sizeof(buf) - 1 - p);
+
+        if (ngx_http_timpush_store_tags[slot][0] == '\0') {
+            ngx_cpystrn(ngx_http_timpush_store_tags[slot], p, 8);
+            left--;
+        }
+    }
+
+    if (left) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "timpush: %ui slots without a hash tag", left);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -744,7 +912,7 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     st = ngx_http_timpush_store;
 
     /* until Redis takes our password again, nothing is queued */
-    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
+    if (ngx_http_timpush_store_ready(st) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -762,6 +930,11 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     }
 
     cmd->script = script;
+
+    if (ngx_http_timpush_store_slot(st, cmd, keys, nkeys) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
 
     cmd->argv[2] = (char *) p;
     p = ngx_sprintf(p, "%ui", nkeys);
@@ -856,12 +1029,23 @@ ngx_http_timpush_store_queue(ngx_http_timpush_store_t *st,
     /* a worker that exits does not wait for a blocked read to return */
     cmd->deadline.cancelable = st->blocking;
 
+    cmd->route.req = &cmd->req;
+    cmd->route.argc = cmd->argc;
+    cmd->route.argv = cmd->argv;
+    cmd->route.argvlen = cmd->argvlen;
+    cmd->route.fail = ngx_http_timpush_store_route_fail;
+    cmd->route.cl = st->cluster;
+
     rc = ngx_http_timpush_store_send(st, cmd, 0);
 
     if (rc != NGX_OK) {
+        ngx_http_timpush_store_cluster_cancel(&cmd->route);
         ngx_free(cmd);
         return rc;
     }
+
+    st->pending++;
+    cmd->counted = 1;
 
     ngx_add_timer(&cmd->deadline, timeout);
 
@@ -886,12 +1070,13 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     ngx_http_timpush_store_cmd_t **cmdp)
 {
     u_char                        *p;
+    ngx_uint_t                     i;
     ngx_http_timpush_store_t      *st;
     ngx_http_timpush_store_cmd_t  *cmd;
 
     st = blocking ? ngx_http_timpush_store_blocking : ngx_http_timpush_store;
 
-    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
+    if (ngx_http_timpush_store_ready(st) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -906,6 +1091,25 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     }
 
     cmd->script = NGX_HTTP_TIMPUSH_SCRIPT_LAST;    /* none */
+
+    /* the key: the stream of XREADGROUP ... STREAMS key id, else argv[1] */
+
+    for (i = 1; i + 1 < argc; i++) {
+        if (argv[i].len == 7
+            && ngx_strncasecmp(argv[i].data, (u_char *) "STREAMS", 7) == 0)
+        {
+            break;
+        }
+    }
+
+    i = (i + 1 < argc) ? i + 1 : 1;
+
+    if (ngx_http_timpush_store_slot(st, cmd, &argv[i], argc > 1 ? 1 : 0)
+        != NGX_OK)
+    {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
 
     ngx_http_timpush_store_copy(cmd, 0, p, argv, argc);
 
@@ -937,16 +1141,75 @@ ngx_http_timpush_store_send(ngx_http_timpush_store_t *st,
         cmd->argvlen[1] = SHA_DIGEST_LENGTH * 2;
     }
 
-    rc = ngx_http_timpush_redis_send(st->rd, &cmd->req, cmd->argc, cmd->argv,
-                                     cmd->argvlen);
+    if (st->cluster) {
+        rc = ngx_http_timpush_store_cluster_send(&cmd->route);
+
+    } else {
+        rc = ngx_http_timpush_redis_send(st->rd, &cmd->req, cmd->argc,
+                                         cmd->argv, cmd->argvlen);
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
 
     cmd->sent = ngx_current_msec;
-    st->pending++;
 
     return NGX_OK;
+}
+
+
+/*
+ * On a Cluster, the slot of a call's keys: all in one slot, else the call
+ * is refused (a caller's bug: Redis would answer CROSSSLOT).
+ */
+
+static ngx_int_t
+ngx_http_timpush_store_slot(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, ngx_str_t *keys, ngx_uint_t nkeys)
+{
+    ngx_uint_t  i, slot;
+
+    if (st->cluster == NULL || nkeys == 0) {
+        return NGX_OK;
+    }
+
+    slot = ngx_http_timpush_cluster_slot(keys[0].data, keys[0].len);
+
+    for (i = 1; i < nkeys; i++) {
+        if (ngx_http_timpush_cluster_slot(keys[i].data, keys[i].len)
+            != slot)
+        {
+            ngx_log_error(NGX_LOG_ALERT, st->log, 0,
+                          "timpush: Redis Cluster: keys \"%V\" and \"%V\" "
+                          "of one call are in different slots",
+                          &keys[0], &keys[i]);
+            return NGX_ERROR;
+        }
+    }
+
+    cmd->route.slot = slot;
+
+    return NGX_OK;
+}
+
+
+/* not sent, and now never: the router gave up before Redis saw it */
+
+static void
+ngx_http_timpush_store_route_fail(ngx_http_timpush_store_route_t *sr,
+    ngx_int_t rc)
+{
+    ngx_http_timpush_store_cmd_t  *cmd;
+
+    cmd = (ngx_http_timpush_store_cmd_t *)
+              ((u_char *) sr - offsetof(ngx_http_timpush_store_cmd_t, route));
+
+    ngx_http_timpush_store_uncount(cmd);
+    ngx_http_timpush_store_answer(cmd, NULL,
+                                  rc == NGX_DECLINED ? NGX_DECLINED
+                                                     : NGX_ERROR);
+    ngx_http_timpush_store_free_cmd(cmd);
 }
 
 
@@ -959,12 +1222,36 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
     ngx_http_timpush_store_t  *st;
 
     st = cmd->st;
-    st->pending--;
 
     if (reply == NULL || st->exiting) {
+        if (st->cluster && !st->exiting) {
+            /* the map asked again: the node may be gone */
+            (void) ngx_http_timpush_store_cluster_reply(&cmd->route, NULL);
+        }
+
+        ngx_http_timpush_store_uncount(cmd);
         ngx_http_timpush_store_answer(cmd, NULL, NGX_DECLINED);
         ngx_http_timpush_store_free_cmd(cmd);
         return;
+    }
+
+    /*
+     * Cluster: MOVED, ASK, TRYAGAIN, CLUSTERDOWN, the command not run,
+     * and sent again while its caller waits (never for nobody).
+     */
+
+    if (st->cluster && reply->type == REDIS_REPLY_ERROR) {
+        if (!cmd->answered && cmd->handler) {
+            if (ngx_http_timpush_store_cluster_reply(&cmd->route, reply)
+                == NGX_OK)
+            {
+                return;
+            }
+
+        } else {
+            ngx_http_timpush_store_free_cmd(cmd);
+            return;
+        }
     }
 
     /*
@@ -982,9 +1269,15 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
         }
     }
 
+    /* its place is free before its caller is told (who may queue more) */
+    ngx_http_timpush_store_uncount(cmd);
+
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, st->log, 0,
-                      "timpush: Redis %V: %*s", &st->conf->name,
+                      "timpush: Redis %V: %*s",
+                      st->cluster
+                      ? ngx_http_timpush_store_cluster_name(&cmd->route)
+                      : &st->conf->name,
                       (size_t) reply->len, reply->str);
         ngx_http_timpush_store_error(st, "reply");
 
@@ -1019,6 +1312,17 @@ ngx_http_timpush_store_deadline_handler(ngx_event_t *ev)
     ngx_http_timpush_store_error(st, "timeout");
 
     ngx_http_timpush_store_answer(cmd, NULL, NGX_AGAIN);
+
+    if (st->cluster) {
+        if (ngx_http_timpush_store_cluster_waiting(&cmd->route)) {
+            /* not written: never will be */
+            ngx_http_timpush_store_free_cmd(cmd);
+            return;
+        }
+
+        ngx_http_timpush_store_cluster_stuck(&cmd->route, st->conf->timeout);
+        return;
+    }
 
     if (ngx_http_timpush_redis_ready(st->rd) == NGX_OK
         && ngx_http_timpush_redis_idle(st->rd) >= st->conf->timeout)
@@ -1060,7 +1364,20 @@ ngx_http_timpush_store_free_cmd(ngx_http_timpush_store_cmd_t *cmd)
         ngx_del_timer(&cmd->deadline);
     }
 
+    ngx_http_timpush_store_cluster_cancel(&cmd->route);
+    ngx_http_timpush_store_uncount(cmd);
+
     ngx_free(cmd);
+}
+
+
+static void
+ngx_http_timpush_store_uncount(ngx_http_timpush_store_cmd_t *cmd)
+{
+    if (cmd->counted) {
+        cmd->counted = 0;
+        cmd->st->pending--;
+    }
 }
 
 
@@ -1073,7 +1390,7 @@ ngx_http_timpush_store_room(ngx_uint_t n)
 
     st = ngx_http_timpush_store;
 
-    if (st == NULL || ngx_http_timpush_redis_ready(st->rd) != NGX_OK) {
+    if (ngx_http_timpush_store_ready(st) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -1094,6 +1411,14 @@ ngx_http_timpush_store_forget(ngx_http_timpush_store_cmd_t *cmd)
 
     if (cmd->deadline.timer_set) {
         ngx_del_timer(&cmd->deadline);
+    }
+
+    /* on a Cluster, one not written yet is not written for nobody */
+
+    if (cmd->st->cluster
+        && ngx_http_timpush_store_cluster_waiting(&cmd->route))
+    {
+        ngx_http_timpush_store_free_cmd(cmd);
     }
 }
 
