@@ -19,6 +19,14 @@
 # of a msg_id (the fan-out with and without, BENCH_RUNS rounds) and prints
 # it; nothing is written.
 #
+# "bench/run.sh cluster" sets up the same way, then starts a Redis Cluster
+# of 3 masters and 3 replicas on 127.0.0.1 and two more timpush instances
+# on it (each its own nginx and its own simulator), seeds the cluster, and
+# measures the fan-out through one instance on the cluster, two fan-outs
+# at once through both instances, and the same fan-out on the single Redis,
+# interleaved, BENCH_RUNS rounds, with Redis's CPU time per notification;
+# it prints a table and writes it to build/bench/cluster-results.md.
+#
 # Knobs (environment): BENCH_RUNS (>= 5 for a report; fewer for a quick
 # look), BENCH_USERS (10000), BENCH_MEM_FANOUTS (100: 1,000,000
 # notifications), BENCH_WRK_SECS (5), BENCH_WRK_CONNS (16), NGINX
@@ -28,8 +36,8 @@ set -euo pipefail
 
 MODE=${1:-bench}
 case $MODE in
-    bench|profile|msg_id) ;;
-    *) echo "usage: bench/run.sh [profile|msg_id]" >&2; exit 2 ;;
+    bench|profile|msg_id|cluster) ;;
+    *) echo "usage: bench/run.sh [profile|msg_id|cluster]" >&2; exit 2 ;;
 esac
 
 cd "$(dirname "$0")/.."
@@ -43,6 +51,7 @@ USERS=${BENCH_USERS:-10000}
 MEM_FANOUTS=${BENCH_MEM_FANOUTS:-100}
 WARM_FANOUTS=10
 MSG_PAIRS=3                    # fan-outs of each kind per msg_id round
+CLUSTER_REPEAT=3               # fan-outs of each kind per cluster round
 WRK_SECS=${BENCH_WRK_SECS:-5}
 WRK_CONNS=${BENCH_WRK_CONNS:-16}
 RESULTS=${BENCH_RESULTS:-$bench/results.md}
@@ -69,6 +78,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 if (( ${#need[@]} )); then
@@ -96,10 +106,17 @@ cp "$root/build/objs/ngx_http_timpush_mock_module.so" "$work/timpush_mock.so"
 
 port_free() { ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
+# cluster mode: a second simulator (48, 49), two more timpush instances
+# (81, 82), six cluster nodes (60-65) and their cluster bus ports (70-75)
+offsets="43 44 45 46 47 79 80"
+if [ "$MODE" = cluster ]; then
+    offsets+=" 48 49 81 82 $(seq -s' ' 60 65) $(seq -s' ' 70 75)"
+fi
+
 base=
 for b in 18400 18500 18600 18700 18800 18900 19400 19500; do
     ok=1
-    for o in 43 44 45 46 47 79 80; do
+    for o in $offsets; do
         port_free $((b + o)) || { ok=0; break; }
     done
     if (( ok )); then base=$b; break; fi
@@ -113,6 +130,12 @@ SIM1000=$((base + 46))     # a simulator allowing 1000 concurrent streams
 SIM1000LOG=$((base + 47))
 REDIS=$((base + 79))
 API=$((base + 80))
+SIM2=$((base + 48))        # cluster mode: the second instance's simulator
+SIM2LOG=$((base + 49))
+API2=$((base + 81))        # cluster mode: the two instances on the cluster
+API3=$((base + 82))
+CLUSTER_PORT0=$((base + 60))   # nodes 60-65, their bus 70-75
+CLUSTER_BUS0=$((base + 70))
 
 
 # ---- processes: all ours, stopped on exit ---------------------------------
@@ -226,7 +249,7 @@ timpush_conf() {            # timpush_conf <name> <connections>
     echo "http {"
     http_common "$1"
     cat <<EOF
-    timpush_redis 127.0.0.1:$REDIS prefix=bench timeout=${TP_TIMEOUT:-10s};
+    ${TP_STORE:-timpush_redis 127.0.0.1:$REDIS prefix=bench timeout=${TP_TIMEOUT:-10s};}
     timpush_credential $BID key=$KEY key_id=$KEY_ID team_id=$TEAM_ID
                             topic=$TOPIC env=production;
     upstream apns_sim {
@@ -239,7 +262,7 @@ timpush_conf() {            # timpush_conf <name> <connections>
     ${TP_EXTRA:-}
 
     server {
-        listen 127.0.0.1:$API;
+        listen 127.0.0.1:${TP_API:-$API};
         keepalive_requests 1000000;
         location /v1/ {
             client_max_body_size 10m;
@@ -303,7 +326,7 @@ fanout() {
     t=$(curl -sS -o "$work/fanout.json" -w '%{time_total}' -H 'Expect:' \
             -H 'Content-Type: application/json' \
             --data-binary @"${FO_BODY:-$work/fanout-body.json}" \
-            "http://127.0.0.1:$API/v1/push")
+            "http://127.0.0.1:${FO_API:-$API}/v1/push")
     FO_SECS=$t
     FO_SENT=$({ grep -o '"sent":[0-9]*' "$work/fanout.json" || true; } \
               | head -1 | cut -d: -f2)
@@ -462,6 +485,299 @@ let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
 log_clear
 PAYLOAD_BYTES=$(stat -c %s "$work/payload.json")
 log "payload: $(cat "$work/payload.json") ($PAYLOAD_BYTES bytes)"
+
+
+# ---- cluster mode: the fan-out on a Redis Cluster, one and two instances --
+
+# A Redis Cluster of 3 masters and 3 replicas on 127.0.0.1 (DESIGN 15),
+# each node its own redis-server, no persistence, its bus on a port of ours
+declare -a cl_ports cl_masters cl_replicas
+start_cluster() {
+    local k p i ok seeds=()
+    for k in 0 1 2 3 4 5; do
+        p=$((CLUSTER_PORT0 + k))
+        cl_ports+=("$p")
+        seeds+=("127.0.0.1:$p")
+        mkdir -p "$work/node$p"
+        redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes \
+            --cluster-port $((CLUSTER_BUS0 + k)) \
+            --cluster-config-file "$work/node$p/nodes.conf" \
+            --save '' --appendonly no --dir "$work/node$p" \
+            --logfile "$work/node$p/redis.log" --daemonize no >/dev/null &
+        pid_of[node$p]=$!
+    done
+    for p in "${cl_ports[@]}"; do
+        wait_port "$p" "node$p"
+    done
+    redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 \
+        --cluster-yes > "$work/cluster-create.log" 2>&1 \
+        || { cat "$work/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+    # every node: cluster_state:ok; every replica: its link to its master up
+    for i in $(seq 300); do
+        ok=1
+        for p in "${cl_ports[@]}"; do
+            redis-cli -p "$p" CLUSTER INFO | grep -q '^cluster_state:ok' \
+                || { ok=0; break; }
+            if [ "$(redis-cli -p "$p" ROLE | head -1)" = slave ]; then
+                redis-cli -p "$p" INFO replication \
+                    | grep -q '^master_link_status:up' || { ok=0; break; }
+            fi
+        done
+        (( ok )) && break
+        sleep 0.1
+    done
+    (( ok )) || die "the cluster is not ok after 30 s (see $work/node*/redis.log)"
+    redis-cli --cluster check "${seeds[0]}" > "$work/cluster-check.log" 2>&1 \
+        && grep -q 'All 16384 slots covered' "$work/cluster-check.log" \
+        || { cat "$work/cluster-check.log" >&2; die "redis-cli --cluster check failed"; }
+    for p in "${cl_ports[@]}"; do
+        if [ "$(redis-cli -p "$p" ROLE | head -1)" = master ]; then
+            cl_masters+=("$p")
+        else
+            cl_replicas+=("$p")
+        fi
+    done
+    (( ${#cl_masters[@]} == 3 && ${#cl_replicas[@]} == 3 )) \
+        || die "cluster: ${#cl_masters[@]} masters, ${#cl_replicas[@]} replicas"
+}
+
+# cmdstats <port>...: INFO commandstats summed over those nodes, one line:
+# "<command> <calls> calls, <usec> µs; ...", and for evalsha the users per
+# call and its µs per notification of one fan-out
+cmdstats() {
+    local p
+    for p in "$@"; do
+        redis-cli -p "$p" INFO commandstats
+    done | tr -d '\r' | awk -F'[:,=]' -v n="$USERS" '
+        /^cmdstat_/ { k = $1; sub(/^cmdstat_/, "", k); c[k] += $3; u[k] += $5 }
+        END {
+            for (k in c) {
+                if (k ~ /^config/ || k == "replconf") continue
+                s = s sep k " " c[k] " calls, " u[k] " µs"; sep = "; "
+            }
+            if (c["evalsha"])
+                s = s sep sprintf("evalsha: %.1f users per call, %.2f µs per notification (its time includes the commands the script calls)",
+                                  n / c["evalsha"], u["evalsha"] / n)
+            print s
+        }'
+}
+
+nodes_ticks() {             # nodes_ticks <port>...: their CPU, clock ticks
+    local p t=0
+    for p in "$@"; do
+        t=$((t + $(cpu_ticks "${pid_of[node$p]}")))
+    done
+    echo "$t"
+}
+
+# Two fan-outs at once, the same body to both instances on the cluster, in
+# one curl process (-Z): both transfers start in the same loop iteration.
+# Sets FP_SECS (the later to finish: the wall time of the pair), FP_A, FP_B
+# (each one's time) and checks that each answered "sent":USERS.
+fanout_pair() {
+    local out h=(-H 'Expect:' -H 'Content-Type: application/json')
+    out=$(curl -sS --no-progress-meter -Z --parallel-immediate \
+            "${h[@]}" -o "$work/fanout-a.json" -w 'a %{time_total}\n' \
+            --data-binary @"$work/fanout-body.json" \
+            "http://127.0.0.1:$API2/v1/push" --next -sS --no-progress-meter \
+            "${h[@]}" -o "$work/fanout-b.json" -w 'b %{time_total}\n' \
+            --data-binary @"$work/fanout-body.json" \
+            "http://127.0.0.1:$API3/v1/push")
+    FP_A=$(awk '$1 == "a" { print $2 }' <<< "$out")
+    FP_B=$(awk '$1 == "b" { print $2 }' <<< "$out")
+    FP_SECS=$(awk -v a="$FP_A" -v b="$FP_B" 'BEGIN { print (a > b ? a : b) }')
+    grep -q "\"sent\":$USERS[,}]" "$work/fanout-a.json" \
+        || die "fan-out pair, instance 1: $(head -c 300 "$work/fanout-a.json")"
+    grep -q "\"sent\":$USERS[,}]" "$work/fanout-b.json" \
+        || die "fan-out pair, instance 2: $(head -c 300 "$work/fanout-b.json")"
+    log_clear
+    SIMLOG=$SIM2LOG log_clear
+}
+
+if [ "$MODE" = cluster ]; then
+    log "starting a Redis Cluster (3 masters, 3 replicas) on :$CLUSTER_PORT0-$((CLUSTER_PORT0 + 5)), bus :$CLUSTER_BUS0-$((CLUSTER_BUS0 + 5))"
+    start_cluster
+    log "masters: ${cl_masters[*]}; replicas: ${cl_replicas[*]}"
+
+    # CPU of the idle cluster (cron, bus pings), 3 s: the background that
+    # the per-notification figures below include
+    r0=$(nodes_ticks "${cl_ports[@]}"); s0=$(cpu_ticks "${pid_of[redis]}")
+    sleep 3
+    CL_IDLE=$(( $(nodes_ticks "${cl_ports[@]}") - r0 ))
+    RD_IDLE=$(( $(cpu_ticks "${pid_of[redis]}") - s0 ))
+
+    # the second instance's own simulator: Apple is not one process, and
+    # one simulator worker is about the limit of one instance already
+    sim_conf sim2 "$SIM2" "$SIM2LOG" > "$work/sim2.conf"
+    start_nginx sim2 "$SIM2"
+    SIM2_WORKER=$(worker_of sim2)
+
+    # the seeds: the masters (any node would do)
+    cl_store="timpush_redis_cluster $(printf '127.0.0.1:%s ' "${cl_masters[@]}")prefix=bench timeout=10s;"
+    TP_STORE=$cl_store TP_API=$API2 timpush_conf tpc1 2 > "$work/tpc1.conf"
+    start_nginx tpc1 "$API2"
+    TPC1_WORKER=$(worker_of tpc1)
+    TP_STORE=$cl_store TP_API=$API3 TP_SIM=$SIM2 timpush_conf tpc2 2 \
+        > "$work/tpc2.conf"
+    start_nginx tpc2 "$API3"
+    TPC2_WORKER=$(worker_of tpc2)
+
+    log "seeding $USERS users x 1 device on the cluster, through instance 1 (:$API2)"
+    t0=$(date +%s%N)
+    node "$bench/seed.js" "$API2" "$USERS" "$BID" >&2
+    SEED_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+    CL_KEYS=$(for p in "${cl_masters[@]}"; do redis-cli -p "$p" DBSIZE; done \
+              | paste -sd/)
+    log "keys per master: $CL_KEYS (seeded in $SEED_MS ms)"
+
+    log "warm-up (not counted): a checked fan-out through each instance, one pair"
+    FO_API=$API2 fanout check
+    FO_API=$API3 SIMLOG=$SIM2LOG fanout check
+    fanout_pair
+
+    # each kind: rates; CPU ticks of Redis (single / all cluster nodes /
+    # the masters alone), of the timpush workers, of the simulators; wall
+    declare -a fo_single fo_cl fo_pair fo_pa fo_pb pr_cl pr_pair
+    declare -A cpu_rd=() cpu_rm=() cpu_tp=() cpu_sim=() cpu_wall=()
+    for k in single cl pair; do
+        cpu_rd[$k]=0; cpu_rm[$k]=0; cpu_tp[$k]=0; cpu_sim[$k]=0; cpu_wall[$k]=0
+    done
+    # each round: CLUSTER_REPEAT fan-outs of each kind, interleaved, the
+    # order rotating; a kind's rate in the round = its notifications / its
+    # summed time (one fan-out's time moves a lot on this shared machine)
+    orders=("single cl pair" "cl pair single" "pair single cl")
+    add() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
+    log "the fan-out on a single Redis, on the cluster, and two at once on the cluster: $RUNS rounds of $CLUSTER_REPEAT of each"
+    declare -A t_round=()
+    for i in $(seq "$RUNS"); do
+        t_round=([single]=0 [cl]=0 [pair]=0 [pa]=0 [pb]=0)
+        for j in $(seq "$CLUSTER_REPEAT"); do
+        for k in ${orders[$(( (i + j) % 3 ))]}; do
+            if [ "$k" = single ]; then
+                rd="${pid_of[redis]}"
+                r0=$(cpu_ticks "$rd"); m0=$r0
+                c0=$(cpu_ticks "$TP_WORKER"); s0=$(cpu_ticks "$SIM_WORKER")
+                fanout
+                [ "$FO_SENT" = "$USERS" ] || die "fan-out (single Redis): sent $FO_SENT of $USERS"
+                r1=$(cpu_ticks "$rd"); m1=$r1
+                c1=$(cpu_ticks "$TP_WORKER"); s1=$(cpu_ticks "$SIM_WORKER")
+                secs=$FO_SECS
+            elif [ "$k" = cl ]; then
+                r0=$(nodes_ticks "${cl_ports[@]}"); m0=$(nodes_ticks "${cl_masters[@]}")
+                c0=$(cpu_ticks "$TPC1_WORKER"); s0=$(cpu_ticks "$SIM_WORKER")
+                FO_API=$API2 fanout
+                [ "$FO_SENT" = "$USERS" ] || die "fan-out (cluster): sent $FO_SENT of $USERS"
+                r1=$(nodes_ticks "${cl_ports[@]}"); m1=$(nodes_ticks "${cl_masters[@]}")
+                c1=$(cpu_ticks "$TPC1_WORKER"); s1=$(cpu_ticks "$SIM_WORKER")
+                secs=$FO_SECS
+            else
+                r0=$(nodes_ticks "${cl_ports[@]}"); m0=$(nodes_ticks "${cl_masters[@]}")
+                c0=$(( $(cpu_ticks "$TPC1_WORKER") + $(cpu_ticks "$TPC2_WORKER") ))
+                s0=$(( $(cpu_ticks "$SIM_WORKER") + $(cpu_ticks "$SIM2_WORKER") ))
+                fanout_pair
+                r1=$(nodes_ticks "${cl_ports[@]}"); m1=$(nodes_ticks "${cl_masters[@]}")
+                c1=$(( $(cpu_ticks "$TPC1_WORKER") + $(cpu_ticks "$TPC2_WORKER") ))
+                s1=$(( $(cpu_ticks "$SIM_WORKER") + $(cpu_ticks "$SIM2_WORKER") ))
+                t_round[pa]=$(add "${t_round[pa]}" "$FP_A")
+                t_round[pb]=$(add "${t_round[pb]}" "$FP_B")
+                secs=$FP_SECS
+            fi
+            t_round[$k]=$(add "${t_round[$k]}" "$secs")
+            cpu_rd[$k]=$(( cpu_rd[$k] + r1 - r0 )); cpu_rm[$k]=$(( cpu_rm[$k] + m1 - m0 ))
+            cpu_tp[$k]=$(( cpu_tp[$k] + c1 - c0 )); cpu_sim[$k]=$(( cpu_sim[$k] + s1 - s0 ))
+            cpu_wall[$k]=$(awk -v a="${cpu_wall[$k]}" -v s="$secs" 'BEGIN { print a + s * 1000 }')
+        done
+        done
+        n=$((USERS * CLUSTER_REPEAT))
+        fo_single+=("$(awk -v n="$n" -v t="${t_round[single]}" 'BEGIN { print n / t }')")
+        fo_cl+=("$(awk -v n="$n" -v t="${t_round[cl]}" 'BEGIN { print n / t }')")
+        fo_pair+=("$(awk -v n="$((2 * n))" -v t="${t_round[pair]}" 'BEGIN { print n / t }')")
+        fo_pa+=("$(awk -v n="$n" -v t="${t_round[pa]}" 'BEGIN { print n / t }')")
+        fo_pb+=("$(awk -v n="$n" -v t="${t_round[pb]}" 'BEGIN { print n / t }')")
+        pr_cl+=("$(ratio "${fo_cl[-1]}" "${fo_single[-1]}")")
+        pr_pair+=("$(ratio "${fo_pair[-1]}" "${fo_single[-1]}")")
+        log "round $i: single Redis ${fo_single[-1]}/s; cluster ${fo_cl[-1]}/s; two at once ${fo_pair[-1]}/s together (${fo_pa[-1]}/s and ${fo_pb[-1]}/s)"
+    done
+
+    # Redis's commands for one more fan-out of each kind, as it counts them
+    # (INFO commandstats): the calls, and the time spent in commands
+    log "Redis INFO commandstats of one fan-out on the single Redis, one on the cluster"
+    redis-cli -p "$REDIS" CONFIG RESETSTAT >/dev/null
+    fanout
+    [ "$FO_SENT" = "$USERS" ] || die "fan-out (single Redis): sent $FO_SENT of $USERS"
+    CS_S=$(cmdstats "$REDIS")
+    for p in "${cl_ports[@]}"; do
+        redis-cli -p "$p" CONFIG RESETSTAT >/dev/null
+    done
+    FO_API=$API2 fanout
+    [ "$FO_SENT" = "$USERS" ] || die "fan-out (cluster): sent $FO_SENT of $USERS"
+    CS_C=$(cmdstats "${cl_masters[@]}")
+    CS_CR=$(cmdstats "${cl_replicas[@]}")
+
+    TP_ERRORS=$(cat "$work"/timpush/error.log "$work"/tpc1/error.log \
+                    "$work"/tpc2/error.log \
+                | grep -c '\[\(error\|crit\|alert\|emerg\)\]' || true)
+    SIM_ERRORS=$(cat "$work"/sim/error.log "$work"/sim2/error.log \
+                 | grep -c '\[\(error\|crit\|alert\|emerg\)\]' || true)
+    load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+    med() { printf '%s\n' "$@" | median; }
+    hz=$(getconf CLK_TCK)
+    us_per() {              # us_per <ticks> <notifications>: µs each
+        awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
+    }
+    share() {               # share <ticks> <wall ms>: % of one core
+        awk -v t="$1" -v w="$2" -v hz="$hz" 'BEGIN { printf "%.0f", (w > 0 ? t / hz * 1e5 / w : 0) }'
+    }
+    N1=$((RUNS * CLUSTER_REPEAT * USERS)); N2=$((2 * N1))
+    FS=$(med "${fo_single[@]}"); FC=$(med "${fo_cl[@]}"); FP=$(med "${fo_pair[@]}")
+    FPA=$(med "${fo_pa[@]}"); FPB=$(med "${fo_pb[@]}")
+    R_CL=$(ratio "$FC" "$FS"); P_CL=$(med "${pr_cl[@]}")
+    R_PAIR=$(ratio "$FP" "$FS"); P_PAIR=$(med "${pr_pair[@]}")
+    R_PAIRCL=$(ratio "$FP" "$FC")
+    U_S=$(us_per "${cpu_rd[single]}" "$N1"); U_C=$(us_per "${cpu_rd[cl]}" "$N1")
+    U_CM=$(us_per "${cpu_rm[cl]}" "$N1"); U_P=$(us_per "${cpu_rd[pair]}" "$N2")
+    U_PM=$(us_per "${cpu_rm[pair]}" "$N2")
+    T_S=$(us_per "${cpu_tp[single]}" "$N1"); T_C=$(us_per "${cpu_tp[cl]}" "$N1")
+    T_P=$(us_per "${cpu_tp[pair]}" "$N2")
+    cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+
+    {
+    cat <<EOF
+# timpush on a Redis Cluster (bench/run.sh cluster)
+
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); \`bench/run.sh cluster\`, BENCH_RUNS=$RUNS
+- machine: $(nproc) CPUs, $cpu_model; $(uname -sr); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(redis-server --version | cut -d' ' -f1-3)
+- load average (1, 5, 15 min) before: $load_before; after: $load_after
+- the cluster: 3 masters, 3 replicas (redis-cli --cluster create --cluster-replicas 1), no persistence, all on 127.0.0.1; the gateways' seeds: the masters; keys per master after seeding: $CL_KEYS; $USERS users x 1 device seeded through the gateway in $SEED_MS ms
+- each timpush instance: its own nginx, one worker, \`timpush_apns_connections 2\`, its own simulator (one worker, log on); single Redis: the same instance set-up on one redis-server
+- every rate is the **median of $RUNS rounds**; each round $CLUSTER_REPEAT fan-outs of each kind, interleaved (the order rotating), a kind's rate = its notifications / its summed time; CPU per notification: all the counted fan-outs of a kind, utime + stime from /proc (clock ticks of $((1000 / hz)) ms), over their notifications
+
+| measure | median of $RUNS | ratio / detail |
+|---|---:|---|
+| fan-out, one instance, **single Redis** (one POST /v1/push to $USERS users) | $(fmt "$FS") notif/s | reference of this run |
+| fan-out, one instance, **Redis Cluster** | $(fmt "$FC") notif/s | **$R_CL × single Redis**; median of the per-round ratios $P_CL |
+| **two instances at once** on the cluster (each a POST /v1/push to all $USERS users, started together; $((2 * USERS)) notifications / the later answer's time) | $(fmt "$FP") notif/s together | **$R_PAIR × single Redis** (per-round median $P_PAIR), $R_PAIRCL × one instance on the cluster; each instance alone: $(fmt "$FPA")/s and $(fmt "$FPB")/s |
+| Redis CPU per notification, single Redis | $U_S µs | ${cpu_rd[single]} ticks over $N1 notifications; $(share "${cpu_rd[single]}" "${cpu_wall[single]}")% of a core during the fan-outs |
+| Redis CPU per notification, cluster, one instance (all 6 nodes; the 3 masters) | $U_C µs | masters $U_CM µs; ${cpu_rd[cl]} ticks over $N1 notifications; the nodes together $(share "${cpu_rd[cl]}" "${cpu_wall[cl]}")% of a core |
+| Redis CPU per notification, cluster, two instances at once (all 6 nodes; the 3 masters) | $U_P µs | masters $U_PM µs; ${cpu_rd[pair]} ticks over $N2 notifications; the nodes together $(share "${cpu_rd[pair]}" "${cpu_wall[pair]}")% of a core |
+| timpush worker CPU per notification: single Redis / cluster / two at once | $T_S / $T_C / $T_P µs | the simulators (not counted, Apple's part): ${cpu_sim[single]} / ${cpu_sim[cl]} / ${cpu_sim[pair]} ticks |
+
+Redis's own count of one more fan-out (\`INFO commandstats\`, time inside commands only): single Redis: $CS_S. The cluster's masters together: $CS_C. Its replicas together: $CS_CR.
+
+Idle Redis, for scale (3 s before the rounds): the 6 cluster nodes used $CL_IDLE clock ticks of CPU together (cron, cluster bus), the single Redis $RD_IDLE; the per-notification figures include that background over their wall time ($(fmt "${cpu_wall[single]}") / $(fmt "${cpu_wall[cl]}") / $(fmt "${cpu_wall[pair]}") ms in all).
+
+Every counted fan-out answered \`"sent":$USERS\` (each of a pair too); each instance's first (warm-up) fan-out was checked against its simulator's log. Error-log lines (error and worse) during the run: timpush (3 instances) $TP_ERRORS, simulators $SIM_ERRORS.
+
+All rounds:
+- single Redis: ${fo_single[*]}
+- cluster, one instance: ${fo_cl[*]}; per-round ratio to single: ${pr_cl[*]}
+- cluster, two at once, together: ${fo_pair[*]}; per-round ratio to single: ${pr_pair[*]}; instance 1: ${fo_pa[*]}; instance 2: ${fo_pb[*]}
+EOF
+    } > "$work/cluster-results.md"
+    cat "$work/cluster-results.md"
+    exit 0
+fi
 
 
 # ---- msg_id mode: its cost alone, printed, nothing written ----------------
