@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_timpush_apns_int.h"
+#include "ngx_http_timpush_x509.h"
 
 
 static ngx_int_t ngx_http_timpush_apns_peers(ngx_conf_t *cf,
@@ -353,31 +354,17 @@ static ngx_int_t
 ngx_http_timpush_apns_ssl(ngx_conf_t *cf, ngx_http_timpush_main_conf_t *tmcf,
     ngx_http_timpush_credential_t *cred)
 {
-    int                  i;
-    ngx_ssl_t           *ssl;
-    ngx_pool_cleanup_t  *cln;
+    int         i;
+    ngx_ssl_t  *ssl;
 
-    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    /* the APNs server is always verified */
+
+    ssl = ngx_http_timpush_ssl_client(cf, &tmcf->apns_trusted,
+                                      "timpush_apns_trusted_certificate",
+                                      "");
     if (ssl == NULL) {
         return NGX_ERROR;
     }
-
-    ssl->log = cf->log;
-
-    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(ssl);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = ssl;
 
     if (SSL_CTX_set_alpn_protos(ssl->ctx, (u_char *) "\x02h2", 3) != 0) {
         ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0, "SSL_CTX_set_alpn_protos()");
@@ -404,22 +391,6 @@ ngx_http_timpush_apns_ssl(ngx_conf_t *cf, ngx_http_timpush_main_conf_t *tmcf,
                 return NGX_ERROR;
             }
         }
-    }
-
-    /* the APNs server is always verified */
-
-    if (ngx_ssl_trusted_certificate(cf, ssl, &tmcf->apns_trusted, 5)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (tmcf->apns_trusted.len == 0
-        && SSL_CTX_set_default_verify_paths(ssl->ctx) != 1)
-    {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "SSL_CTX_set_default_verify_paths()");
-        return NGX_ERROR;
     }
 
     cred->ssl = ssl;

@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_timpush.h"
+#include "ngx_http_timpush_x509.h"
 #include "ngx_http_timpush_apns.h"
 #include "ngx_http_timpush_metrics.h"
 
@@ -685,44 +686,11 @@ ngx_http_timpush_redis_address(ngx_conf_t *cf,
 static ngx_int_t
 ngx_http_timpush_redis_ssl(ngx_conf_t *cf, ngx_http_timpush_redis_conf_t *rc)
 {
-    ngx_ssl_t           *ssl;
-    ngx_pool_cleanup_t  *cln;
+    ngx_ssl_t  *ssl;
 
-    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    ssl = ngx_http_timpush_ssl_client(cf, &rc->trusted, "timpush_redis",
+                                      "trusted_certificate=");
     if (ssl == NULL) {
-        return NGX_ERROR;
-    }
-
-    ssl->log = cf->log;
-
-    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(ssl);
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = ssl;
-
-    if (rc->trusted.len) {
-        if (ngx_ssl_trusted_certificate(cf, ssl, &rc->trusted, 5)
-            != NGX_OK)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "timpush_redis: cannot use "
-                               "trusted_certificate=\"%V\"", &rc->trusted);
-            return NGX_ERROR;
-        }
-
-    } else if (SSL_CTX_set_default_verify_paths(ssl->ctx) != 1) {
-        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                      "timpush_redis: SSL_CTX_set_default_verify_paths()");
         return NGX_ERROR;
     }
 
