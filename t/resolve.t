@@ -18,6 +18,7 @@
 use Test::Nginx::Socket 'no_plan';
 use Timpush::Test;
 use Timpush::Push;
+use Timpush::Checks;
 use Timpush::H2Peer;
 use Timpush::DNS;
 use File::Temp ();
@@ -97,32 +98,15 @@ sub devices {
     return (\@users, \@tokens);
 }
 
-# One push to $users: answered 200 within the deadline, one result per
-# device of $tokens and no other, no worker crashed.  Returns token =>
-# result.
+# One push to $users, checked as every block does (Timpush::Checks):
+# answered 200 within the deadline, one result per device of $tokens and
+# no other, no worker crashed.  Returns token => result.
 sub push_checked {
     my ($users, $tokens) = @_;
-
-    my $t0 = Time::HiRes::time();
-    my ($status, $res, $raw) = Timpush::Push::push_message({
-        to => $users, elems => [{ type => 'text', text => 'resolve' }] });
-    my $took = Time::HiRes::time() - $t0;
-
-    Test::More::is($status, 200, 'the push is answered 200')
-        or Test::More::diag(substr $raw // '', 0, 300);
-    Test::More::cmp_ok($took, '<', $DEADLINE + $MARGIN,
-                       "answered within the deadline ($DEADLINE s)");
-
-    my %results;
-    push @{$results{$_->{token} // "user $_->{user_id}"}}, $_
-        for @{$res->{results} || []};
-    Test::More::is_deeply([sort keys %results], [sort @$tokens],
-                          'a result for every device, none for another');
-    Test::More::is(scalar(grep { @{$results{$_}} != 1 } keys %results), 0,
-                   'each device once in the results');
-
-    no_crash();
-    return map { $_ => $results{$_}[0] } keys %results;
+    return Timpush::Checks::push_checked($users, $tokens,
+                                         deadline => $DEADLINE,
+                                         margin => $MARGIN,
+                                         text => 'resolve');
 }
 
 # pushes, each checked, until one is delivered to every device or
@@ -138,27 +122,10 @@ sub push_until_delivered {
     return 0;
 }
 
-sub no_crash {
-    # the master logs a crashed worker once it has reaped it
-    Time::HiRes::sleep(0.3);
-    my ($line) = error_log() =~ /^(.*exited on signal.*)$/m;
-    Test::More::ok(!$line, 'no worker crashed') or Test::More::diag($line);
-}
-
-sub check_results {
-    my ($results, $want, $name) = @_;
-    my @wrong = grep { !$want->($results->{$_}) } sort keys %$results;
-    Test::More::is(scalar @wrong, 0, $name)
-        or Test::More::diag(join "\n", map { JSON::PP::encode_json($results->{$_}) }
-                                          @wrong[0 .. ($#wrong < 4 ? $#wrong : 4)]);
-}
-
-sub delivered { ($_[0]{status} // 0) == 200 && ($_[0]{apns_id} // '') =~ /^[0-9a-f-]{36}$/ }
-
-sub failed_5xx {
-    ($_[0]{status} // 0) >= 500 && ($_[0]{status} // 0) <= 599
-        && ($_[0]{reason} // '') =~ /^[A-Za-z]+$/
-}
+sub no_crash { Timpush::Checks::no_crash() }
+sub check_results { Timpush::Checks::check_results(@_) }
+sub delivered { Timpush::Checks::delivered(@_) }
+sub failed_5xx { Timpush::Checks::failed_5xx(@_) }
 
 sub accepted {
     my ($peer) = @_;
