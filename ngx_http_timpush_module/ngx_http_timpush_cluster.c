@@ -611,8 +611,9 @@ ngx_http_timpush_cluster_redirect_parse(u_char *err, size_t len,
  * for the one send that follows an ASK; redirections are counted so
  * that two nodes that disagree cannot send a command back and forth.
  * TRYAGAIN is a command on several keys of a slot being migrated, some
- * moved and some not yet: the same send again once the keys have moved,
- * counted as a redirection.
+ * moved and some not yet: the same send again, on the same node, until
+ * the keys have moved (a slot of many keys takes a while): not counted,
+ * the command's deadline bounds it.
  */
 
 ngx_http_timpush_cluster_action_e
@@ -632,10 +633,6 @@ ngx_http_timpush_cluster_route(ngx_http_timpush_cluster_route_t *route,
     if (reply->len >= 8 && ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0
         && (reply->len == 8 || reply->str[8] == ' '))
     {
-        if (++route->redirects > NGX_HTTP_TIMPUSH_CLUSTER_REDIRECTS_MAX) {
-            return NGX_HTTP_TIMPUSH_CLUSTER_FAIL;
-        }
-
         route->asking = asking;
         return NGX_HTTP_TIMPUSH_CLUSTER_RETRY;
     }

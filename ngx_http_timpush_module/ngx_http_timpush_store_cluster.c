@@ -52,6 +52,7 @@ struct ngx_http_timpush_store_cluster_s {
     ngx_http_timpush_redis_req_t           slots;
     ngx_event_t                            refresh;
     ngx_uint_t                             tries;    /* failed, in a row */
+    ngx_uint_t                             stale;    /* maps, no help */
     ngx_uint_t                             nnodes;
     unsigned                               refreshing:1;
     unsigned                               again:1;
@@ -80,6 +81,8 @@ static void ngx_http_timpush_store_cluster_slots(
     ngx_http_timpush_redis_req_t *req, redisReply *reply);
 static void ngx_http_timpush_store_cluster_later(
     ngx_http_timpush_store_cluster_t *cl, ngx_msec_t delay);
+static void ngx_http_timpush_store_cluster_soon(
+    ngx_http_timpush_store_cluster_t *cl);
 static void ngx_http_timpush_store_cluster_resume(
     ngx_http_timpush_store_cluster_t *cl, ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_store_cluster_write(
@@ -361,6 +364,10 @@ ngx_http_timpush_store_cluster_node_state(void *data, ngx_uint_t up,
     cl = node->cl;
     node->up = up ? 1 : 0;
 
+    if (up) {
+        cl->stale = 0;
+    }
+
     /*
      * From within redis_create() (a connect refused at once): the node is
      * not complete yet, and whoever made it looks at it next.
@@ -455,7 +462,9 @@ ngx_http_timpush_store_cluster_ask(ngx_http_timpush_store_cluster_t *cl)
             continue;
         }
 
-        if (node->up || (i > cl->nnodes + 1
+        /* a lap is the nodes and the sentinel: the second, any ready one */
+
+        if (node->up || (i > cl->nnodes
                          && ngx_http_timpush_redis_ready(node->rd) == NGX_OK))
         {
             break;
@@ -526,6 +535,32 @@ ngx_http_timpush_store_cluster_later(ngx_http_timpush_store_cluster_t *cl,
     if (!cl->refresh.timer_set && !cl->exiting) {
         ngx_add_timer(&cl->refresh, delay);
     }
+}
+
+
+/*
+ * A command parked for a node that is not up or a slot without a master:
+ * the map asked again, but not at once when the last one did not help (a
+ * dead master keeps its slots until its replica is elected, and the map
+ * would be asked in a loop as fast as Redis answers): 50 ms doubling to
+ * 1 s while maps do not help, from the first again once a node is up.
+ */
+
+static void
+ngx_http_timpush_store_cluster_soon(ngx_http_timpush_store_cluster_t *cl)
+{
+    ngx_msec_t  delay;
+
+    /* a map being asked for: its reply sends the command, or parks it */
+
+    if (cl->refreshing || cl->refresh.timer_set || cl->exiting) {
+        return;
+    }
+
+    delay = NGX_HTTP_TIMPUSH_STORE_CLUSTER_REFRESH << ngx_min(cl->stale, 5);
+    cl->stale++;
+
+    ngx_add_timer(&cl->refresh, ngx_min(delay, 1000));
 }
 
 
@@ -672,7 +707,7 @@ ngx_http_timpush_store_cluster_send(ngx_http_timpush_store_route_t *sr)
         if (master == NULL) {
             /* a slot no master serves: perhaps the next map has one */
             ngx_http_timpush_store_cluster_park(sr);
-            ngx_http_timpush_store_cluster_ask(cl);
+            ngx_http_timpush_store_cluster_soon(cl);
             return NGX_OK;
         }
 
@@ -688,7 +723,7 @@ ngx_http_timpush_store_cluster_send(ngx_http_timpush_store_route_t *sr)
         sr->target = NULL;
         sr->route.asking = 0;
         ngx_http_timpush_store_cluster_park(sr);
-        ngx_http_timpush_store_cluster_ask(cl);
+        ngx_http_timpush_store_cluster_soon(cl);
         return NGX_OK;
     }
 
