@@ -328,6 +328,10 @@ ngx_http_timpush_cluster_replicas(ngx_http_timpush_cluster_map_t *map,
 
         node.master = map->slot[r->element[0]->integer] - 1;
         *nodes = node;
+
+        /* how many replicas a write to the master can wait for (WAIT) */
+        nodes = map->nodes.elts;
+        nodes[node.master].replicas++;
     }
 
     return NGX_OK;
@@ -897,6 +901,7 @@ ngx_http_timpush_cluster_parse(ngx_pool_t *pool, ngx_str_t *args,
     ngx_str_set(&ccf->prefix, "timpush");
     ccf->timeout = 2000;
     ccf->max_pending = 65536;
+    ccf->wait = 1;
 
     for (i = 0; i < nargs; i++) {
 
@@ -1029,6 +1034,18 @@ ngx_http_timpush_cluster_option(ngx_pool_t *pool, ngx_str_t *arg,
         }
 
         ccf->max_pending = (ngx_uint_t) n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(arg->data, "wait=", 5) == 0) {
+        n = ngx_atoi(arg->data + 5, arg->len - 5);
+        if (n == NGX_ERROR) {
+            return ngx_http_timpush_cluster_invalid(pool,
+                       "has an invalid \"wait=\", not a number of "
+                       "replicas (0 or more):", arg);
+        }
+
+        ccf->wait = (ngx_uint_t) n;
         return NGX_CONF_OK;
     }
 

@@ -41,6 +41,7 @@ typedef struct {
     ngx_str_t                     hostname;  /* Redis 7 metadata, or empty */
     in_port_t                     port;
     ngx_int_t                     master;    /* its master's index; -1 */
+    ngx_uint_t                    replicas;  /* a master's, in the map */
 } ngx_http_timpush_cluster_node_t;
 
 
@@ -123,6 +124,7 @@ typedef struct {
     ngx_str_t                     prefix;
     ngx_msec_t                    timeout;
     ngx_uint_t                    max_pending;
+    ngx_uint_t                    wait;      /* replicas a write waits for */
     ngx_str_t                     user;      /* AUTH user, or empty */
     ngx_str_t                     password;  /* secret memory, or empty */
     ngx_str_t                     password_file;

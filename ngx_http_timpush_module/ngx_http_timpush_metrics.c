@@ -260,7 +260,7 @@ ngx_http_timpush_metrics_init_process(ngx_cycle_t *cycle,
         "foreground", "no_devices", "duplicate", NULL
     };
     static const char  *kinds[] = {
-        "connect", "timeout", "reply", "auth", NULL
+        "connect", "timeout", "reply", "auth", "replication", NULL
     };
 
     ngx_http_timpush_metrics_zone = tmcf->metrics_zone;

@@ -115,6 +115,9 @@ static redisReplyObjectFunctions   ngx_http_timpush_redis_functions;
 static void                     *(*ngx_http_timpush_redis_array)(
                                      const redisReadTask *task, int n);
 
+/* the reply being handled, when its handler keeps it */
+static redisReply                 *ngx_http_timpush_redis_kept;
+
 
 /*
  * The node, and its first connection started.  addr: a copy is kept;
@@ -1213,7 +1216,25 @@ ngx_http_timpush_redis_call(ngx_http_timpush_redis_t *rd,
     req->handler(req, reply);
     rd->calling--;
 
-    freeReplyObject(reply);
+    if (ngx_http_timpush_redis_kept == reply) {
+        ngx_http_timpush_redis_kept = NULL;
+
+    } else {
+        freeReplyObject(reply);
+    }
 
     return rd->destroyed ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * From within a reply handler: the reply is the handler's, to free with
+ * freeReplyObject() (a write answered once a WAIT after it answers).
+ * Replies are given one at a time, so one pointer is enough.
+ */
+
+void
+ngx_http_timpush_redis_keep(redisReply *reply)
+{
+    ngx_http_timpush_redis_kept = reply;
 }

@@ -43,7 +43,8 @@ typedef struct {
 
 /*
  * Called once for each command sent: with its reply (freed after the
- * call), or with NULL when the connection was lost or closed first.
+ * call, unless the handler keeps it: ngx_http_timpush_redis_keep()), or
+ * with NULL when the connection was lost or closed first.
  */
 typedef void (*ngx_http_timpush_redis_reply_pt)(
     ngx_http_timpush_redis_req_t *req, redisReply *reply);
@@ -76,6 +77,7 @@ ngx_int_t ngx_http_timpush_redis_ready(ngx_http_timpush_redis_t *rd);
 ngx_msec_t ngx_http_timpush_redis_idle(ngx_http_timpush_redis_t *rd);
 void ngx_http_timpush_redis_reset(ngx_http_timpush_redis_t *rd);
 ngx_str_t *ngx_http_timpush_redis_name(ngx_http_timpush_redis_t *rd);
+void ngx_http_timpush_redis_keep(redisReply *reply);
 
 
 #endif /* _NGX_HTTP_TIMPUSH_REDIS_H_INCLUDED_ */

@@ -16,6 +16,11 @@
  * changed by Lua scripts (EVALSHA, with EVAL when Redis has forgotten the
  * script): atomic, one round trip each; the msg_id's marks by plain HSET
  * too.
+ *
+ * On a Redis Cluster, a write whose success a caller is told (a device
+ * registered or removed, a push queued) is answered once WAIT, sent after
+ * it on the same connection, says that the master's replicas have it
+ * (wait=): a failover then promotes a replica that has it.
  */
 
 
@@ -24,6 +29,14 @@
 #include "ngx_http_timpush_store_cluster.h"
 
 #include <openssl/sha.h>
+
+
+/*
+ * WAIT's own timeout ends this much before the command's deadline: Redis
+ * looks at a blocked client's timeout on its clock tick (100 ms at its
+ * default hz 10), and its answer, not the deadline, is to tell the caller.
+ */
+#define NGX_HTTP_TIMPUSH_STORE_WAIT_MARGIN  200
 
 
 struct ngx_http_timpush_store_cmd_s {
@@ -39,8 +52,13 @@ struct ngx_http_timpush_store_cmd_s {
     const char                         **argv;
     size_t                              *argvlen;
     ngx_http_timpush_store_route_t       route;    /* on a Cluster */
+    ngx_http_timpush_redis_req_t         wait;     /* WAIT, after it */
+    redisReply                          *reply;    /* kept until WAIT's */
+    ngx_uint_t                           replicas; /* WAIT asked for */
+    ngx_msec_t                           waited;   /* WAIT's timeout */
     unsigned                             answered:1;
     unsigned                             counted:1; /* in st->pending */
+    unsigned                             replicate:1; /* WAIT on a Cluster */
 };
 
 
@@ -92,6 +110,13 @@ static ngx_int_t ngx_http_timpush_store_slot(ngx_http_timpush_store_t *st,
     ngx_http_timpush_store_cmd_t *cmd, ngx_str_t *keys, ngx_uint_t nkeys);
 static void ngx_http_timpush_store_route_fail(
     ngx_http_timpush_store_route_t *sr, ngx_int_t rc);
+static ngx_uint_t ngx_http_timpush_store_acknowledged(
+    ngx_http_timpush_script_e script);
+static ngx_int_t ngx_http_timpush_store_replicate(
+    ngx_http_timpush_store_t *st, ngx_http_timpush_store_cmd_t *cmd,
+    redisReply *reply);
+static void ngx_http_timpush_store_replicated(
+    ngx_http_timpush_redis_req_t *req, redisReply *reply);
 
 
 static ngx_http_timpush_store_t  *ngx_http_timpush_store;
@@ -930,6 +955,7 @@ ngx_http_timpush_store_run(ngx_http_timpush_script_e script, ngx_str_t *keys,
     }
 
     cmd->script = script;
+    cmd->replicate = ngx_http_timpush_store_acknowledged(script);
 
     if (ngx_http_timpush_store_slot(st, cmd, keys, nkeys) != NGX_OK) {
         ngx_free(cmd);
@@ -1091,6 +1117,11 @@ ngx_http_timpush_store_command(ngx_uint_t blocking, ngx_str_t *argv,
     }
 
     cmd->script = NGX_HTTP_TIMPUSH_SCRIPT_LAST;    /* none */
+
+    /* a push queued on a Cluster's stream (async.c): answered 202 */
+    cmd->replicate = (argc > 0 && argv[0].len == 4
+                      && ngx_strncasecmp(argv[0].data, (u_char *) "XADD", 4)
+                         == 0);
 
     /* the key: the stream of XREADGROUP ... STREAMS key id, else argv[1] */
 
@@ -1269,6 +1300,34 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
         }
     }
 
+    /* a write its caller is told of: once its master's replicas have it */
+
+    if (cmd->replicate && st->cluster && reply->type != REDIS_REPLY_ERROR
+        && !cmd->answered && cmd->handler)
+    {
+        switch (ngx_http_timpush_store_replicate(st, cmd, reply)) {
+
+        case NGX_OK:
+            return;
+
+        case NGX_DECLINED:
+            /* no replica to wait for */
+            break;
+
+        default: /* NGX_ERROR: WAIT not sent, the write's fate unknown */
+            ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                          "timpush: Redis %V: WAIT not sent, the write is "
+                          "not known to be replicated",
+                          ngx_http_timpush_store_cluster_name(&cmd->route));
+            ngx_http_timpush_store_error(st, "replication");
+
+            ngx_http_timpush_store_uncount(cmd);
+            ngx_http_timpush_store_answer(cmd, NULL, NGX_DECLINED);
+            ngx_http_timpush_store_free_cmd(cmd);
+            return;
+        }
+    }
+
     /* its place is free before its caller is told (who may queue more) */
     ngx_http_timpush_store_uncount(cmd);
 
@@ -1287,6 +1346,139 @@ ngx_http_timpush_store_reply(ngx_http_timpush_redis_req_t *req,
         ngx_http_timpush_store_answer(cmd, reply, NGX_OK);
     }
 
+    ngx_http_timpush_store_free_cmd(cmd);
+}
+
+
+/*
+ * Writes whose success a caller is told (DESIGN §15: no registration that
+ * was acknowledged lost in a failover): the devices and accounts of the
+ * API (owner.c's sequence, the badge and state of a device), and a push
+ * queued (async.c, 202).  Not a push's batches nor its marks: costly, and
+ * nobody is told they are kept.
+ */
+
+static ngx_uint_t
+ngx_http_timpush_store_acknowledged(ngx_http_timpush_script_e script)
+{
+    switch (script) {
+
+    case NGX_HTTP_TIMPUSH_SCRIPT_REGISTER:
+    case NGX_HTTP_TIMPUSH_SCRIPT_UNREGISTER:
+    case NGX_HTTP_TIMPUSH_SCRIPT_LOGOUT:
+    case NGX_HTTP_TIMPUSH_SCRIPT_BACKGROUND:
+    case NGX_HTTP_TIMPUSH_SCRIPT_FOREGROUND:
+    case NGX_HTTP_TIMPUSH_SCRIPT_PRUNE:       /* a registration's move */
+    case NGX_HTTP_TIMPUSH_SCRIPT_CLAIM:
+    case NGX_HTTP_TIMPUSH_SCRIPT_SETTLE:
+    case NGX_HTTP_TIMPUSH_SCRIPT_RELEASE:
+    case NGX_HTTP_TIMPUSH_SCRIPT_UNDO:
+    case NGX_HTTP_TIMPUSH_SCRIPT_ENQUEUE:
+    case NGX_HTTP_TIMPUSH_SCRIPT_QUEUED:
+        return 1;
+
+    default:
+        return 0;
+    }
+}
+
+
+/*
+ * WAIT after the write, on its node's connection, within what is left of
+ * the command's time; the reply kept for the caller until WAIT answers.
+ * NGX_OK: sent; NGX_DECLINED: the master has no replica to wait for (or
+ * wait=0); NGX_ERROR: not sent.
+ */
+
+static ngx_int_t
+ngx_http_timpush_store_replicate(ngx_http_timpush_store_t *st,
+    ngx_http_timpush_store_cmd_t *cmd, redisReply *reply)
+{
+    ngx_int_t       rc;
+    ngx_msec_t      left;
+    ngx_msec_int_t  d;
+
+    left = st->conf->timeout;
+
+    if (cmd->deadline.timer_set) {
+        d = (ngx_msec_int_t) (cmd->deadline.timer.key - ngx_current_msec);
+        left = ngx_min(left, (ngx_msec_t) ngx_max(d, 1));
+    }
+
+    cmd->waited = left - ngx_min(left / 2,
+                                 NGX_HTTP_TIMPUSH_STORE_WAIT_MARGIN);
+
+    cmd->wait.handler = ngx_http_timpush_store_replicated;
+    cmd->wait.data = cmd;
+
+    rc = ngx_http_timpush_store_cluster_wait(&cmd->route, &cmd->wait,
+                                             cmd->waited, &cmd->replicas);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_timpush_redis_keep(reply);
+    cmd->reply = reply;
+
+    return NGX_OK;
+}
+
+
+/*
+ * WAIT's answer: the number of replicas that have the connection's writes.
+ * Fewer than asked: the caller is told the store failed (the write may be
+ * on the master; what the API writes can be written again).
+ */
+
+static void
+ngx_http_timpush_store_replicated(ngx_http_timpush_redis_req_t *req,
+    redisReply *reply)
+{
+    ngx_http_timpush_store_cmd_t  *cmd = req->data;
+
+    redisReply                *kept;
+    ngx_http_timpush_store_t  *st;
+
+    st = cmd->st;
+    kept = cmd->reply;
+    cmd->reply = NULL;
+
+    if (reply == NULL || st->exiting) {
+        /* the connection lost, or the worker exits: not known */
+
+        if (st->cluster && !st->exiting) {
+            (void) ngx_http_timpush_store_cluster_reply(&cmd->route, NULL);
+        }
+
+        ngx_http_timpush_store_uncount(cmd);
+        ngx_http_timpush_store_answer(cmd, NULL, NGX_DECLINED);
+
+    } else if (reply->type == REDIS_REPLY_INTEGER
+               && reply->integer >= (long long) cmd->replicas)
+    {
+        ngx_http_timpush_store_uncount(cmd);
+        ngx_http_timpush_store_answer(cmd, kept, NGX_OK);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "timpush: Redis %V: not replicated to %ui replica(s) "
+                      "within %M ms%s%*s",
+                      ngx_http_timpush_store_cluster_name(&cmd->route),
+                      cmd->replicas, cmd->waited,
+                      reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                       : (size_t) 0,
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+        ngx_http_timpush_store_error(st, "replication");
+
+        /* a replica the cluster has marked failed: the map says so */
+        ngx_http_timpush_store_cluster_unreplicated(&cmd->route);
+
+        ngx_http_timpush_store_uncount(cmd);
+        ngx_http_timpush_store_answer(cmd, NULL, NGX_ABORT);
+    }
+
+    freeReplyObject(kept);
     ngx_http_timpush_store_free_cmd(cmd);
 }
 
@@ -1433,6 +1625,9 @@ ngx_http_timpush_store_strerror(ngx_int_t rc)
         return "Redis answered an error; see the error log";
     case NGX_BUSY:
         return "too many commands are waiting for Redis (max_pending)";
+    case NGX_ABORT:
+        return "Redis did not replicate the write in time (it may have "
+               "been made); retry later";
     default:
         return "Redis is not reachable; retry later";
     }

@@ -15,6 +15,10 @@
  * was lost after it was written may have run: it fails, as on one Redis.
  * A connection that fails makes the map be asked again, which is how a
  * replica promoted by a failover is found.
+ *
+ * A write its caller is told of is followed by WAIT on the connection it
+ * ran on (store.c asks): Redis replicates asynchronously, and a write
+ * that only the master has is lost if a replica that lacks it is promoted.
  */
 
 
@@ -54,6 +58,7 @@ struct ngx_http_timpush_store_cluster_s {
     ngx_uint_t                             tries;    /* failed, in a row */
     ngx_uint_t                             stale;    /* maps, no help */
     ngx_uint_t                             nnodes;
+    ngx_uint_t                             wait;     /* wait= */
     unsigned                               refreshing:1;
     unsigned                               again:1;
     unsigned                               up:1;
@@ -113,6 +118,7 @@ ngx_http_timpush_store_cluster_create(ngx_cycle_t *cycle,
     cl->opts = opts;
     cl->state = state;
     cl->data = data;
+    cl->wait = ccf->wait;
 
     ngx_queue_init(&cl->nodes);
     ngx_queue_init(&cl->parked);
@@ -954,6 +960,93 @@ ngx_http_timpush_store_cluster_stuck(ngx_http_timpush_store_route_t *sr,
 
     /* this calls back every waiting command of the node */
     ngx_http_timpush_redis_reset(node->rd);
+}
+
+
+/*
+ * WAIT on the connection the command ran on (it counts the writes of that
+ * connection), for as many replicas as asked (wait=) and as the map gives
+ * the master: a master without a replica has none to wait for.  NGX_OK:
+ * sent, req is called back with the replicas that have the writes;
+ * NGX_DECLINED: nothing to wait for; NGX_ERROR: not sent.
+ */
+
+ngx_int_t
+ngx_http_timpush_store_cluster_wait(ngx_http_timpush_store_route_t *sr,
+    ngx_http_timpush_redis_req_t *req, ngx_msec_t timeout, ngx_uint_t *n)
+{
+    u_char                             num[NGX_INT_T_LEN];
+    u_char                             ms[NGX_INT_T_LEN];
+    size_t                             argvlen[3];
+    ngx_int_t                          i;
+    ngx_uint_t                         replicas;
+    const char                        *argv[3];
+    ngx_http_timpush_store_node_t     *node;
+    ngx_http_timpush_cluster_node_t   *nodes;
+    ngx_http_timpush_store_cluster_t  *cl;
+
+    cl = sr->cl;
+    node = sr->node;
+
+    if (cl->wait == 0 || node == NULL || cl->exiting) {
+        return NGX_DECLINED;
+    }
+
+    /* a node the map does not name as a master: as many as asked */
+
+    replicas = cl->wait;
+
+    if (cl->map) {
+        i = ngx_http_timpush_cluster_map_find(cl->map, &node->host,
+                                              node->port);
+
+        if (i != NGX_DECLINED && (ngx_uint_t) i < cl->map->nmasters) {
+            nodes = cl->map->nodes.elts;
+            replicas = ngx_min(replicas, nodes[i].replicas);
+        }
+    }
+
+    if (replicas == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (node->rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* WAIT 0 would block for ever */
+    timeout = ngx_max(timeout, 1);
+
+    argv[0] = "WAIT";
+    argvlen[0] = 4;
+    argv[1] = (char *) num;
+    argvlen[1] = ngx_sprintf(num, "%ui", replicas) - num;
+    argv[2] = (char *) ms;
+    argvlen[2] = ngx_sprintf(ms, "%M", timeout) - ms;
+
+    if (ngx_http_timpush_redis_send(node->rd, req, 3, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    *n = replicas;
+
+    return NGX_OK;
+}
+
+
+/*
+ * WAIT answered fewer replicas than asked: the map is read again (a
+ * replica the cluster marked as failed is no longer in it, and no longer
+ * waited for).
+ */
+
+void
+ngx_http_timpush_store_cluster_unreplicated(
+    ngx_http_timpush_store_route_t *sr)
+{
+    ngx_http_timpush_store_cluster_ask(sr->cl);
 }
 
 

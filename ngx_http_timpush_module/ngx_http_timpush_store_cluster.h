@@ -65,6 +65,11 @@ ngx_int_t ngx_http_timpush_store_cluster_waiting(
     ngx_http_timpush_store_route_t *sr);
 void ngx_http_timpush_store_cluster_stuck(ngx_http_timpush_store_route_t *sr,
     ngx_msec_t timeout);
+ngx_int_t ngx_http_timpush_store_cluster_wait(
+    ngx_http_timpush_store_route_t *sr, ngx_http_timpush_redis_req_t *req,
+    ngx_msec_t timeout, ngx_uint_t *n);
+void ngx_http_timpush_store_cluster_unreplicated(
+    ngx_http_timpush_store_route_t *sr);
 ngx_str_t *ngx_http_timpush_store_cluster_name(
     ngx_http_timpush_store_route_t *sr);
 

@@ -139,3 +139,32 @@ GET /v1/users/au1/devices
 --- error_code: 200
 --- no_error_log
 [error]
+
+
+
+=== TEST 3: the stream's master with its replica cut off: a push only that master has is not answered 202 (wait=1): 503 store_unavailable; 202 once the replica is back
+--- http_config
+timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS prefix=ta timeout=2000ms;
+timpush_async off;
+--- init
+my $master = $::cluster->node_for_key('ta:pushes');
+my ($replica) = $::cluster->replicas_of($master);
+my $body = JSON::PP::encode_json({ %$::Text, async => JSON::PP::true,
+                                   to => ['au1'] });
+$::cluster->detach($replica);
+my ($status, $json) = Timpush::Push::call('POST', '/v1/push', $body);
+$::cluster->attach($replica);
+Test::More::is("$status " . (ref $json && ref $json->{error}
+                             ? $json->{error}{code} : '-'),
+               '503 store_unavailable',
+               'not queued: its stream entry is on no replica');
+$::cluster->wait_ok;
+($status) = Timpush::Push::call('POST', '/v1/push', $body);
+Test::More::is($status, 202, 'queued once the replica is back');
+--- request
+GET /v1/users/au1/devices
+--- error_code: 200
+--- error_log eval
+qr/\[error\].*Redis 127\.0\.0\.1:\d+: not replicated to 1 replica\(s\) within \d+ ms/
+--- no_error_log eval
+qr/\[error\](?!.*not replicated to 1 replica)/

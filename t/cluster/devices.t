@@ -8,14 +8,16 @@
 #
 # Acknowledged means: the gateway answered 200 after Redis answered.  With
 # Redis's asynchronous replication a write acknowledged by a master that is
-# killed before its replica got it is lost; TEST 7 shows whether the store
-# waits for a replica (WAIT 1) before answering, which DESIGN §15 asks.
+# killed before its replica got it is lost; the store waits for a replica
+# (WAIT, wait=1) before answering, as DESIGN §15 asks: TEST 7 kills a
+# master under registrations, TEST 13 with its replica cut off first.
 
 use Test::Nginx::Socket 'no_plan';
 use Timpush::Test;
 use Timpush::Push;
 use Timpush::Cluster;
 use Time::HiRes qw(sleep time);
+use File::Temp ();
 
 our $cluster = Timpush::Cluster->new;
 $ENV{TEST_NGINX_CLUSTER_SEEDS} = $cluster->seeds;
@@ -221,27 +223,29 @@ qr/\[error\](?!.*connect failed)/
 === TEST 7: registrations while a master is killed: none acknowledged lost
 --- init
 my $victim = $::cluster->node_for_key('tc:u:{cr0}');
+my $dir = File::Temp::tempdir('timpush-acked-XXXXXX', TMPDIR => 1,
+                              CLEANUP => 1);
 my $pid = fork // die "fork: $!";
 if ($pid == 0) {
     # keep registering until told to stop; one line per 200
-    open my $out, '>', "$ENV{TEST_NGINX_SERVROOT}/acked" or die;
+    open my $out, '>', "$dir/acked" or die;
     $out->autoflush(1);
     for my $i (0 .. 1999) {
         my ($status) = Timpush::Push::call('PUT',
             "/v1/users/cr$i/devices/" . sprintf('%064x', 0xb0000000 + $i),
             '{"business_id":1001}');
         print $out "$i\n" if $status == 200;
-        last if -e "$ENV{TEST_NGINX_SERVROOT}/stop";
+        last if -e "$dir/stop";
     }
     POSIX::_exit(0);
 }
 Time::HiRes::sleep 0.5;
 $::cluster->fail_master($victim);
 Time::HiRes::sleep 0.5;
-open my $stop, '>', "$ENV{TEST_NGINX_SERVROOT}/stop";
+open my $stop, '>', "$dir/stop";
 close $stop;
 waitpid $pid, 0;
-open my $in, '<', "$ENV{TEST_NGINX_SERVROOT}/acked" or die;
+open my $in, '<', "$dir/acked" or die;
 my @acked = map { chomp; $_ } <$in>;
 my $lost = 0;
 for my $i (@acked) {
@@ -251,7 +255,6 @@ for my $i (@acked) {
 }
 Test::More::cmp_ok(scalar @acked, '>', 0, 'registrations acknowledged');
 Test::More::is($lost, 0, 'none of them lost in the failover');
-unlink "$ENV{TEST_NGINX_SERVROOT}/stop", "$ENV{TEST_NGINX_SERVROOT}/acked";
 --- request
 GET /v1/users/cr0/devices
 --- error_code: 200
@@ -404,3 +407,157 @@ GET /v1/users/cu9/devices
 --- error_code: 200
 --- no_error_log eval
 qr/\[error\](?!.*(?:connect failed|connection lost|no reply within))/
+
+
+
+=== TEST 13: a replica that lags (cut from its master) when its master dies: with wait=1 (the default) a write only the master has is not answered 200, and every registration answered 200 is there after the failover
+--- init
+$::cluster->wait_ok;
+my $victim = $::cluster->node_for_key('tc:u:{cw0}');
+my ($replica) = $::cluster->replicas_of($victim);
+# users on the victim, and users elsewhere whose token's index is too
+my (@on, @off, %tok);
+for (my $i = 0; @on < 4 || @off < 4; $i++) {
+    my $t = sprintf '%064x', 0xd0000000 + $i;
+    if ($::cluster->node_for_key("tc:u:{cw$i}") == $victim) {
+        push @on, $i if @on < 4;
+    } elsif ($::cluster->node_for_key("tc:t:{$t}") != $victim) {
+        push @off, $i if @off < 4;
+    }
+    $tok{$i} = $t;
+}
+$::cluster->detach($replica);
+# registered at once, from children (a write waits for WAIT): status,
+# error and seconds of each, in a file
+my $dir = File::Temp::tempdir('timpush-wait-XXXXXX', TMPDIR => 1,
+                              CLEANUP => 1);
+my @kids;
+for my $i (@on, @off) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my $t0 = Time::HiRes::time;
+        my ($status, $json) = Timpush::Push::call('PUT',
+            "/v1/users/cw$i/devices/$tok{$i}", '{"business_id":1001}');
+        open my $out, '>', "$dir/cw$i" or die;
+        printf $out "%s %s %.3f\n", $status,
+               ref $json && ref $json->{error} ? $json->{error}{code} : '-',
+               Time::HiRes::time - $t0;
+        close $out;
+        POSIX::_exit(0);
+    }
+    push @kids, $pid;
+}
+waitpid $_, 0 for @kids;
+my %res;
+for my $i (@on, @off) {
+    open my $in, '<', "$dir/cw$i" or die "cw$i: no answer";
+    $res{$i} = [split ' ', scalar <$in>];
+}
+for my $i (@on) {
+    Test::More::is("$res{$i}[0] $res{$i}[1]", '503 store_unavailable',
+                   "cw$i on the master whose replica lags: not acknowledged");
+    Test::More::cmp_ok($res{$i}[2], '<', $::TIMEOUT_MS / 1000 + 1,
+                       "cw$i answered within the timeout");
+}
+Test::More::is(scalar(grep { $res{$_}[0] == 200 } @off), scalar @off,
+               'users of the other masters registered');
+$::cluster->fail_master($victim);
+my ($acked, $lost) = (0, 0);
+for my $i (@on, @off) {
+    next unless $res{$i}[0] == 200;
+    $acked++;
+    my ($status, $json) = Timpush::Push::call('GET',
+                                              "/v1/users/cw$i/devices");
+    $lost++ unless $status == 200 && @{ $json->{devices} // [] } == 1
+                   && $json->{devices}[0]{token} eq $tok{$i};
+}
+Test::More::cmp_ok($acked, '>', 0, 'registrations acknowledged');
+Test::More::is($lost, 0, 'none of them lost in the failover');
+$::cluster->restart($victim);
+$::cluster->wait_ok;
+--- request
+GET /v1/users/cw0/devices
+--- error_code: 200
+--- error_log eval
+qr/\[error\].*Redis 127\.0\.0\.1:\d+: not replicated to 1 replica\(s\) within \d+ ms/
+--- no_error_log eval
+# the node killed: refused, lost, the commands that waited for the
+# failover or behind a WAIT until their deadline; no other error
+qr/\[error\](?!.*(?:connect failed|connection lost|no reply within|not replicated to 1 replica))/
+
+
+
+=== TEST 14: wait=0: a write is answered on the master's reply, its replica cut from it or not
+--- http_config
+timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS prefix=tc timeout=2000ms wait=0;
+--- init
+$::cluster->wait_ok;
+my $victim = $::cluster->node_for_key('tc:u:{cz0}');
+my ($replica) = $::cluster->replicas_of($victim);
+$::cluster->detach($replica);
+my ($status, $json) = Timpush::Push::call('PUT',
+    '/v1/users/cz0/devices/' . 'ef' x 32, '{"business_id":1001}');
+$::cluster->attach($replica);
+Test::More::is($status, 200, 'registered, its replica cut from it');
+$::cluster->wait_ok;
+--- request
+GET /v1/users/cz0/devices
+--- response_body_like eval
+qr/"token":"(?:ef){32}"/
+--- no_error_log
+[error]
+
+
+
+=== TEST 15: wait= not a number: nginx -t names it
+--- http_config
+timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS wait=x;
+--- config
+location /v1/ { timpush_api; }
+--- must_die
+--- error_log
+"timpush_redis_cluster" directive has an invalid "wait=", not a number of replicas (0 or more): "wait=x"
+
+
+
+=== TEST 16: wait= negative: nginx -t names it
+--- http_config
+timpush_redis_cluster $TEST_NGINX_CLUSTER_SEEDS wait=-1;
+--- config
+location /v1/ { timpush_api; }
+--- must_die
+--- error_log
+"timpush_redis_cluster" directive has an invalid "wait=", not a number of replicas (0 or more): "wait=-1"
+
+
+
+=== TEST 17: a replica killed: its master's writes are 503 until the cluster marks it failed, then answered again without it (the map read again after a WAIT that fell short)
+--- init
+$::cluster->wait_ok;
+my $victim = $::cluster->node_for_key('tc:u:{ck0}');
+my ($replica) = $::cluster->replicas_of($victim);
+$::cluster->_kill($replica);
+my ($status, $first, $i) = (0, undef, 0);
+my $until = Time::HiRes::time
+            + ($::FAILOVER_MS + 3 * $::TIMEOUT_MS) / 1000;
+while (Time::HiRes::time < $until) {
+    ($status) = Timpush::Push::call('PUT', '/v1/users/ck0/devices/'
+                                    . sprintf('%064x', 0xe0000000 + $i++),
+                                    '{"business_id":1001}');
+    $first //= $status;
+    last if $status == 200;
+}
+Test::More::is($first, 503, 'a write, its master\'s replica dead: 503');
+Test::More::is($status, 200,
+               'answered again once the cluster marked the replica failed');
+$::cluster->restart($replica);
+$::cluster->wait_ok;
+--- request
+GET /v1/users/ck0/devices
+--- error_code: 200
+--- error_log eval
+qr/\[error\].*not replicated to 1 replica\(s\) within \d+ ms/
+--- no_error_log eval
+# the replica killed may be a seed the gateway is connected to (a former
+# master): lost, refused until it is back
+qr/\[error\](?!.*(?:not replicated to 1 replica|connection lost|connect failed))/

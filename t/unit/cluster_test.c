@@ -307,6 +307,11 @@ test_map(void)
        "map: replica 7003 kept, master 7002", "index %ld", (long) i);
     ok(nodes[0].master == -1 && nodes[1].master == -1 && nodes[2].master == -1,
        "map: masters have no master", NULL);
+    ok(nodes[0].replicas == 1 && nodes[1].replicas == 1
+       && nodes[2].replicas == 1 && nodes[3].replicas == 0,
+       "map: one replica counted per master (WAIT)", "%lu %lu %lu %lu",
+       (unsigned long) nodes[0].replicas, (unsigned long) nodes[1].replicas,
+       (unsigned long) nodes[2].replicas, (unsigned long) nodes[3].replicas);
     ok(ngx_http_timpush_cluster_map_find(map, &host, 7009) == NGX_DECLINED,
        "map: unknown node not found", NULL);
 
@@ -885,6 +890,10 @@ test_parse(ngx_pool_t *pool)
           "2345678901234", "1 to 64" },
         { "a:1 max_pending=0", "invalid \"max_pending=\"" },
         { "a:1 max_pending=x", "invalid \"max_pending=\"" },
+        { "a:1 wait=x", "invalid \"wait=\", not a number of replicas "
+          "(0 or more): \"wait=x\"" },
+        { "a:1 wait=-1", "invalid \"wait=\"" },
+        { "a:1 wait=", "invalid \"wait=\"" },
         { "a:1 user=", "empty \"user=\"" },
         { "a:1 user=u", "\"user=\" without \"password_file=\"" },
         { "a:1 password_file=", "empty \"password_file=\"" },
@@ -907,14 +916,15 @@ test_parse(ngx_pool_t *pool)
        "parse: seeds", "%s", rv ? rv : "");
     ok(rv == NGX_CONF_OK && ccf.prefix.len == 7 && ccf.timeout == 2000
        && ccf.max_pending == 65536 && !ccf.tls && ccf.user.len == 0
-       && ccf.password_file.len == 0,
-       "parse: timpush_redis's defaults", NULL);
+       && ccf.password_file.len == 0 && ccf.wait == 1,
+       "parse: timpush_redis's defaults, wait=1", NULL);
 
     rv = parse(pool, "prefix=tp 10.0.0.1:7000 timeout=5s max_pending=10 "
-               "user=gw password_file=/etc/pw tls trusted_certificate=/ca",
-               &ccf);
+               "user=gw password_file=/etc/pw tls trusted_certificate=/ca "
+               "wait=0", &ccf);
     ok(rv == NGX_CONF_OK && ccf.seeds.nelts == 1 && ccf.prefix.len == 2
        && ccf.timeout == 5000 && ccf.max_pending == 10 && ccf.tls
+       && ccf.wait == 0
        && ccf.user.len == 2 && ccf.password_file.len == 7
        && ccf.trusted_certificate.len == 3,
        "parse: every option", "%s", rv ? rv : "");

@@ -20,6 +20,9 @@ package Timpush::Cluster;
 #   $c->move_slot($slot, $from, $to);       # the three above
 #   $c->reshard($from, $to, $n);  # redis-cli --cluster reshard, n slots
 #   $c->fail_master($port);      # kill -9, wait for a replica promoted
+#   $c->replicas_of($port);      # a master's replicas
+#   $c->detach($replica);        # cut from its master: it gets no more
+#   $c->attach($replica);        # writes (WAIT counts it no more); back
 #   $c->restart($port);          # back, as a replica of its successor
 #   $c->flushall;  $c->wait_ok;  $c->stop;
 #
@@ -564,7 +567,45 @@ sub reshard {
     return join '', @out;
 }
 
+# the replicas of a master, as CLUSTER NODES says
+sub replicas_of {
+    my ($self, $port) = @_;
+    my $n = $self->_nodes;
+    my $id = $n->{$port}{id};
+    return sort { $a <=> $b } grep { $n->{$_}{master} eq $id } keys %$n;
+}
+
+# A replica cut from its master (a replica lagging, or a partition between
+# them): its link closed, and each attempt to make it again refused (a
+# password the master does not have).  It still answers and gossips, so
+# the cluster, and CLUSTER SLOTS, keep it as a replica; it gets nothing
+# written from now on.  (A replica stopped by SIGSTOP would not do: what
+# the master wrote waits in its socket, and it reads it once continued.)
+sub detach {
+    my ($self, $port) = @_;
+    my $master = $self->_info($port, 'replication')->{master_port}
+        or die "Timpush::Cluster: $port is not a replica\n";
+    $self->cmd($port, 'CONFIG', 'SET', 'masterauth', 'timpush-detached');
+    $self->cmd($port, 'CLIENT', 'KILL', 'TYPE', 'master');
+    my $until = time + 10;
+    while (($self->_info($master, 'replication')->{connected_slaves} // 1)
+           > 0)
+    {
+        die "Timpush::Cluster: $master still has a replica\n"
+            if time > $until;
+        sleep 0.05;
+    }
+    $self->{nodes}{$port}{detached} = 1;
+}
+
+sub attach {
+    my ($self, $port) = @_;
+    return unless delete $self->{nodes}{$port}{detached};
+    $self->cmd($port, 'CONFIG', 'SET', 'masterauth', '');
+}
+
 # kill -9 a master; returns the port of the replica promoted in its place
+# (a detached replica of it attached: it takes over with what it had)
 sub fail_master {
     my ($self, $port, $timeout) = @_;
     my $n = $self->_nodes;
@@ -574,6 +615,7 @@ sub fail_master {
         unless @mine;
 
     $self->_kill($port);
+    $self->attach($_) for @mine;
 
     my $until = time + ($timeout // 30);
     while (time < $until) {
