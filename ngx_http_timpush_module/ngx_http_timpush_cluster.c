@@ -230,7 +230,7 @@ static ngx_int_t
 ngx_http_timpush_cluster_range(ngx_http_timpush_cluster_map_t *map,
     redisReply *r, ngx_uint_t n, ngx_str_t *asked, ngx_log_t *log)
 {
-    ngx_int_t                         m;
+    ngx_int_t                         m, rc;
     ngx_uint_t                        s;
     long long                         start, end;
     ngx_http_timpush_cluster_node_t   node, *nodes;
@@ -256,9 +256,17 @@ ngx_http_timpush_cluster_range(ngx_http_timpush_cluster_map_t *map,
         return NGX_ERROR;
     }
 
-    if (ngx_http_timpush_cluster_node(map, r->element[2], asked, &node)
-        != NGX_OK)
-    {
+    rc = ngx_http_timpush_cluster_node(map, r->element[2], asked, &node);
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "timpush: CLUSTER SLOTS: range %ui has a master "
+                      "announced as \"?\" (cluster-preferred-endpoint-type "
+                      "hostname without cluster-announce-hostname)", n);
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "timpush: CLUSTER SLOTS: range %ui has no valid "
                       "master", n);
@@ -268,6 +276,13 @@ ngx_http_timpush_cluster_range(ngx_http_timpush_cluster_map_t *map,
     m = ngx_http_timpush_cluster_map_find(map, &node.host, node.port);
 
     if (m == NGX_DECLINED) {
+        if (map->nodes.nelts >= NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "timpush: CLUSTER SLOTS: more than %d nodes",
+                          NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX);
+            return NGX_ERROR;
+        }
+
         nodes = ngx_array_push(&map->nodes);
         if (nodes == NULL) {
             return NGX_ERROR;
@@ -301,14 +316,24 @@ static ngx_int_t
 ngx_http_timpush_cluster_replicas(ngx_http_timpush_cluster_map_t *map,
     redisReply *r, ngx_uint_t n, ngx_str_t *asked, ngx_log_t *log)
 {
+    ngx_int_t                         rc;
     ngx_uint_t                        i;
     ngx_http_timpush_cluster_node_t   node, *nodes;
 
-    for (i = 3; i < r->elements; i++) {
+    /* a range's first replicas: enough to WAIT for, and no quadratic map */
 
-        if (ngx_http_timpush_cluster_node(map, r->element[i], asked, &node)
-            != NGX_OK)
-        {
+    for (i = 3;
+         i < r->elements && i < 3 + NGX_HTTP_TIMPUSH_CLUSTER_REPLICAS_MAX;
+         i++)
+    {
+        rc = ngx_http_timpush_cluster_node(map, r->element[i], asked, &node);
+
+        if (rc == NGX_DECLINED) {
+            /* announced as "?": not counted (its ranges cannot be told) */
+            continue;
+        }
+
+        if (rc != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "timpush: CLUSTER SLOTS: range %ui has an invalid "
                           "replica", n);
@@ -319,6 +344,13 @@ ngx_http_timpush_cluster_replicas(ngx_http_timpush_cluster_map_t *map,
             != NGX_DECLINED)
         {
             continue;
+        }
+
+        if (map->nodes.nelts >= NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "timpush: CLUSTER SLOTS: more than %d nodes",
+                          NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX);
+            return NGX_ERROR;
         }
 
         nodes = ngx_array_push(&map->nodes);
@@ -342,10 +374,12 @@ static ngx_int_t
 ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
     redisReply *r, ngx_str_t *asked, ngx_http_timpush_cluster_node_t *node)
 {
-    ngx_uint_t   i;
+    ngx_uint_t   i, unknown;
     redisReply  *e, *k, *v;
 
     ngx_memzero(node, sizeof(ngx_http_timpush_cluster_node_t));
+
+    unknown = 0;
 
     if (asked) {
         node->host = *asked;
@@ -374,11 +408,18 @@ ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
             return NGX_ERROR;
         }
 
-        /* "" and "?": an endpoint Redis does not know, as NULL */
+        /*
+         * "": an endpoint Redis does not know, as NULL (the host asked);
+         * "?": a node announced by a host name that was never set, which
+         * nobody can reach (Redis's documentation of CLUSTER SLOTS)
+         */
 
-        if (e->len && !(e->len == 1 && e->str[0] == '?')
-            && ngx_http_timpush_cluster_text(map->pool, e, &node->host)
-               != NGX_OK)
+        if (e->len == 1 && e->str[0] == '?') {
+            unknown = 1;
+
+        } else if (e->len
+                   && ngx_http_timpush_cluster_text(map->pool, e, &node->host)
+                      != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -409,7 +450,7 @@ ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
     }
 
     if (r->elements < 4) {
-        return NGX_OK;
+        return unknown ? NGX_DECLINED : NGX_OK;
     }
 
     /* Redis 7's metadata: "hostname", "ip"... as name, value pairs */
@@ -438,7 +479,7 @@ ngx_http_timpush_cluster_node(ngx_http_timpush_cluster_map_t *map,
         }
     }
 
-    return NGX_OK;
+    return unknown ? NGX_DECLINED : NGX_OK;
 }
 
 
@@ -713,7 +754,8 @@ ngx_http_timpush_cluster_address(u_char *s, size_t len, ngx_str_t *host,
         }
 
     } else if (host->len == 1 && host->data[0] == '?') {
-        host->len = 0;
+        /* a node announced by a host name never set: nobody reaches it */
+        return NGX_ERROR;
     }
 
     if (host->len > NGX_HTTP_TIMPUSH_CLUSTER_HOST_MAX

@@ -24,6 +24,10 @@
 /* redirections (MOVED and ASK) that one command may follow */
 #define NGX_HTTP_TIMPUSH_CLUSTER_REDIRECTS_MAX  5
 
+/* a map's nodes (Redis Cluster's own bound), and replicas kept per range */
+#define NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX      1000
+#define NGX_HTTP_TIMPUSH_CLUSTER_REPLICAS_MAX   16
+
 /* a host name in a redirection or a map: 253 by DNS, and room for IPv6 */
 #define NGX_HTTP_TIMPUSH_CLUSTER_HOST_MAX       255
 

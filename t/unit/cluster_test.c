@@ -369,17 +369,18 @@ test_map(void)
        "map: two ranges of one master, one node", NULL);
     ok(node_is(ngx_http_timpush_cluster_map_master(map, 450), "::1", 7010),
        "map: IPv6 endpoint", NULL);
-    ok(map->nmasters == 4 && map->nodes.nelts == 6,
-       "map: 4 masters and 2 replicas", "%lu, %lu",
+    ok(map->nmasters == 4 && map->nodes.nelts == 5,
+       "map: 4 masters and 1 replica (the one announced as \"?\" left out)",
+       "%lu, %lu",
        (unsigned long) map->nmasters, (unsigned long) map->nodes.nelts);
     ngx_str_null(&host);
     host.data = (u_char *) "";
     i = ngx_http_timpush_cluster_map_find(map, &host, 7004);
     ok(i >= 4 && nodes[i].master == 1,
-       "map: NULL and \"?\" endpoints are the host asked",
+       "map: a NULL endpoint is the host asked",
        "index %ld", (long) i);
-    ok(ngx_http_timpush_cluster_map_find(map, &host, 7005) > 4,
-       "map: second unknown endpoint", NULL);
+    ok(ngx_http_timpush_cluster_map_find(map, &host, 7005) == NGX_DECLINED,
+       "map: an endpoint \"?\" is nobody's", NULL);
     ok(map->covered == 500 && ngx_http_timpush_cluster_map_master(map, 500)
                               == NULL,
        "map: slots not covered have no master", "%lu",
@@ -404,9 +405,77 @@ test_map(void)
                   7001)
        && node_is(ngx_http_timpush_cluster_map_master(map, 250), "10.0.0.2",
                   7002)
-       && ngx_http_timpush_cluster_map_find(map, &host, 7003) == 3,
-       "map: NULL, \"\" and \"?\" endpoints get the host asked", NULL);
+       && ngx_http_timpush_cluster_map_find(map, &host, 7003)
+          == NGX_DECLINED,
+       "map: NULL and \"\" endpoints get the host asked; a replica "
+       "announced as \"?\" is left out", NULL);
     ngx_http_timpush_cluster_map_unref(map);
+}
+
+
+/* a hostile map: too many nodes refused; replicas beyond 16 not kept */
+
+static void
+test_map_bounds(void)
+{
+    int                               n;
+    char                             *buf, *p;
+    ngx_uint_t                        i;
+    ngx_http_timpush_cluster_map_t   *map;
+    ngx_http_timpush_cluster_node_t  *nodes;
+
+    buf = malloc(RESP_MAX);
+    p = buf;
+    p += sprintf(p, "[[0, 0, [\"h\", 1]");
+
+    for (i = 0; i < 20; i++) {
+        p += sprintf(p, ", [\"r\", %d]", (int) i + 2);
+    }
+
+    sprintf(p, "]]");
+
+    map = map_of(buf);
+    ok(map != NULL, "map: a range of 20 replicas", "%s", ngx_stubs_log);
+
+    if (map) {
+        nodes = map->nodes.elts;
+        ok(map->nodes.nelts == 1 + NGX_HTTP_TIMPUSH_CLUSTER_REPLICAS_MAX
+           && nodes[0].replicas == NGX_HTTP_TIMPUSH_CLUSTER_REPLICAS_MAX,
+           "map: replicas beyond 16 not kept", "%lu nodes",
+           (unsigned long) map->nodes.nelts);
+        ngx_http_timpush_cluster_map_unref(map);
+    }
+
+    for (n = NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX;
+         n <= NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX + 1;
+         n++)
+    {
+        p = buf;
+        p += sprintf(p, "[");
+
+        for (i = 0; i < (ngx_uint_t) n; i++) {
+            p += sprintf(p, "%s[%d, %d, [\"h\", %d]]", i ? ", " : "",
+                         (int) i, (int) i, (int) i + 1);
+        }
+
+        sprintf(p, "]");
+
+        map = map_of(buf);
+
+        if (n == NGX_HTTP_TIMPUSH_CLUSTER_NODES_MAX) {
+            ok(map != NULL, "map: 1000 masters", "%s", ngx_stubs_log);
+
+        } else {
+            ok(map == NULL && strstr((char *) ngx_stubs_log, "more than"),
+               "map: 1001 masters refused", "%s", ngx_stubs_log);
+        }
+
+        if (map) {
+            ngx_http_timpush_cluster_map_unref(map);
+        }
+    }
+
+    free(buf);
 }
 
 
@@ -459,6 +528,8 @@ test_map_malformed(void)
           "range 0 has an invalid replica" },
         { "second range bad", "[[0, 10, [\"h\", 1]], [11, 12, []]]",
           "range 1 has no valid master" },
+        { "master announced as ?", "[[0, 10, [\"?\", 1]]]",
+          "range 0 has a master announced as \"?\"" },
     };
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -546,8 +617,7 @@ test_redirect(void)
           6379 },
         { "MOVED 1 :6380", NGX_OK,
           NGX_HTTP_TIMPUSH_CLUSTER_MOVED, 1, "", 6380 },
-        { "MOVED 1 ?:6380", NGX_OK,
-          NGX_HTTP_TIMPUSH_CLUSTER_MOVED, 1, "", 6380 },
+        { "MOVED 1 ?:6380", NGX_ERROR, 0, 0, NULL, 0 },
         { "MOVED 00012 h:65535", NGX_OK,
           NGX_HTTP_TIMPUSH_CLUSTER_MOVED, 12, "h", 65535 },
 
@@ -951,6 +1021,7 @@ main(void)
     test_slots();
     test_map();
     test_map_malformed();
+    test_map_bounds();
     test_map_alloc();
     test_redirect();
     test_route();
