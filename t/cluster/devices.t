@@ -194,7 +194,7 @@ while (Time::HiRes::time < $until) {
     Time::HiRes::sleep 0.1;
 }
 Test::More::is($status, 200,
-               'pushes resume within the failover Time::HiRes::time plus one timeout');
+               'pushes resume within the failover time plus one timeout');
 Test::More::is(::all_registered(), 0, 'no registration lost');
 --- request
 GET /v1/users/cu3/devices
