@@ -48,24 +48,12 @@ CONF
 # the second instance: the same cluster and prefix, the suite's simulator
 sub instance_b {
     my (%o) = @_;
-    my $certs = $ENV{TEST_NGINX_CERT_DIR};
-    return Timpush::Push::start_nginx(master => 1,
-                                      port => $ENV{TEST_NGINX_B_PORT},
-                                      http => "
-    timpush_redis_cluster $ENV{TEST_NGINX_CLUSTER_SEEDS} prefix=ta
-                          timeout=2000ms;
-    timpush_async " . ($o{async} // 'on') . ";
-    timpush_async_claim 15s;
-    upstream ext { server 127.0.0.1:$ENV{TEST_NGINX_APNS_PORT}; }
-    timpush_apns_upstream sandbox ext;
-    timpush_apns_upstream production ext;
-    timpush_apns_trusted_certificate $certs/ca.crt;
-    timpush_credential 1001 certificate=$certs/dev.p12
-                            password_file=$certs/dev.pass env=sandbox;
-    server {
-        listen 127.0.0.1:$ENV{TEST_NGINX_B_PORT};
-        location /v1/ { timpush_api; }
-    }");
+    return Timpush::Push::start_gateway(master => 1,
+        port => $ENV{TEST_NGINX_B_PORT},
+        store => "timpush_redis_cluster $ENV{TEST_NGINX_CLUSTER_SEEDS} "
+                 . "prefix=ta timeout=2000ms;",
+        http => "timpush_async " . ($o{async} // 'on') . ";\n"
+                . "timpush_async_claim 15s;");
 }
 
 # the state of a push as an instance reads it

@@ -370,21 +370,10 @@ if (defined $dead) {
     $::cluster->wait_ok;
 }
 my ($victim, $seed) = $::cluster->masters;
-my $certs = $ENV{TEST_NGINX_CERT_DIR};
 my $port = $ENV{TEST_NGINX_B_PORT};
 $::cluster->_kill($victim);
-my $b = Timpush::Push::start_nginx(master => 1, port => $port, http => "
-    timpush_redis_cluster 127.0.0.1:$seed prefix=tc timeout=2000ms;
-    upstream ext { server 127.0.0.1:$ENV{TEST_NGINX_APNS_PORT}; }
-    timpush_apns_upstream sandbox ext;
-    timpush_apns_upstream production ext;
-    timpush_apns_trusted_certificate $certs/ca.crt;
-    timpush_credential 1001 certificate=$certs/dev.p12
-                            password_file=$certs/dev.pass env=sandbox;
-    server {
-        listen 127.0.0.1:$port;
-        location /v1/ { timpush_api; }
-    }");
+my $b = Timpush::Push::start_gateway(master => 1, port => $port,
+    store => "timpush_redis_cluster 127.0.0.1:$seed prefix=tc timeout=2000ms;");
 $::cluster->wait_ok;
 my $http = HTTP::Tiny->new(timeout => 10);
 my ($bad, $until) = (1, Time::HiRes::time() + ($::FAILOVER_MS + $::TIMEOUT_MS) / 1000);

@@ -39,19 +39,9 @@ add_block_preprocessor(sub {
 # a gateway of its own on $port, given $seeds
 sub gateway {
     my ($port, $seeds) = @_;
-    my $certs = $ENV{TEST_NGINX_CERT_DIR};
-    return Timpush::Push::start_nginx(port => $port, http => "
-    timpush_redis_cluster $seeds prefix=tm timeout=${TIMEOUT_MS}ms;
-    upstream ext { server 127.0.0.1:$ENV{TEST_NGINX_APNS_PORT}; }
-    timpush_apns_upstream sandbox ext;
-    timpush_apns_upstream production ext;
-    timpush_apns_trusted_certificate $certs/ca.crt;
-    timpush_credential 1001 certificate=$certs/dev.p12
-                            password_file=$certs/dev.pass env=sandbox;
-    server {
-        listen 127.0.0.1:$port;
-        location /v1/ { timpush_api; }
-    }");
+    return Timpush::Push::start_gateway(port => $port,
+        store => "timpush_redis_cluster $seeds prefix=tm "
+                 . "timeout=${TIMEOUT_MS}ms;");
 }
 
 # CLUSTER SLOTS calls counted by the nodes on @ports since their RESETSTAT

@@ -233,6 +233,31 @@ CONF
     return $h;
 }
 
+# Another gateway instance (start_nginx): the store line $o{store}, the
+# suite's simulator (TEST_NGINX_APNS_PORT) as APNs with the test
+# certificate of business id 1001, the API on 127.0.0.1:$o{port}; $o{http}
+# more http-level lines.  Other options go to start_nginx (master, ...).
+sub start_gateway {
+    my (%o) = @_;
+    my $certs = $ENV{TEST_NGINX_CERT_DIR};
+    my $port = delete $o{port};
+    my $store = delete $o{store};
+    my $more = delete $o{http} // '';
+    return start_nginx(%o, port => $port, http => "
+    $store
+    $more
+    upstream ext { server 127.0.0.1:$ENV{TEST_NGINX_APNS_PORT}; }
+    timpush_apns_upstream sandbox ext;
+    timpush_apns_upstream production ext;
+    timpush_apns_trusted_certificate $certs/ca.crt;
+    timpush_credential 1001 certificate=$certs/dev.p12
+                            password_file=$certs/dev.pass env=sandbox;
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ { timpush_api; }
+    }");
+}
+
 sub wait_port {
     my ($port, $gone) = @_;
     for (1 .. 600) {
