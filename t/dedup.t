@@ -232,50 +232,64 @@ GET /v1/users/m5/devices
 
 
 
-=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent, absent, past the window; as this version writes them (claims) and as earlier ones did
+=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent, absent, past the window; as this version writes them (claims, devices' own marks), as the one before did (a digit per device) and as earlier ones did
 --- http_config
 timpush_dedup_window 1h;
 --- init
 my $p = $Timpush::Test::prefix;
-my @all = qw(a6 b6 c6 d6 e6 f6 g6 h6 i6 j6 k6);
-my %hex = (g6 => '06', h6 => '16', i6 => '26', j6 => '36', k6 => '46');
+my @all = qw(a6 b6 c6 d6 e6 f6 g6 h6 i6 j6 k6 l6 m6 n6 o6 p6);
+my %hex = (g6 => '06', h6 => '16', i6 => '26', j6 => '36', k6 => '46', l6 => '56',
+           m6 => '66', n6 => '76', o6 => '86', p6 => '96');
 my %t = map { $_ => sprintf('%s%062x', $hex{$_} // $_, 6) } @all;
 Timpush::Push::register("s$_", $t{$_}, 1001) for @all;
 my $now = int(Time::HiRes::time() * 1000);
 my $mk = "$p:m:{k6}";
 my $f = sub { "$t{$_[0]}:$p:u:{s$_[0]}" };
-# earlier versions: 4 * ms + state
+# a device's own mark: 4 * ms + state
 my %mark = (a6 => ($now + 60000) * 4 + 1,    # being sent, lease ahead
             b6 => ($now - 1000) * 4 + 1,     # being sent, lease over
             c6 => ($now - 1000) * 4 + 2,     # failed
             d6 => ($now - 1000) * 4,         # sent
             k6 => ($now - 7200000) * 4);     # sent, before the window
-# this version: claim 7 (lease ahead) and 8 (lease over), 9 (before the
-# window); each device its place in its claim
+# the version before: claim 7 (lease ahead) and 8 (lease over), 9 (before
+# the window); each device its place in its claim
 %mark = (%mark, e6 => -(7 * 1048576 + 1),    # being sent, lease ahead
                 f6 => -(8 * 1048576 + 1),    # being sent, lease over
                 g6 => -(8 * 1048576 + 2),    # failed
                 h6 => -(7 * 1048576 + 3),    # sent
                 i6 => -(9 * 1048576 + 1));   # sent, before the window
+# this version: the claim's number, the claim being sent (3: lease ahead,
+# 4: lease over), sent (5), or sent before the window (6)
+%mark = (%mark, l6 => 3, m6 => 4, n6 => 5, o6 => 6, p6 => 5);
 ::redis_cmd('HSET', $mk, $f->($_), $mark{$_}) for keys %mark;
 ::redis_cmd('HSET', $mk, 'n', 9, 'l:7', ($now - 1000) . ':' . ($now + 60000) . ':021',
             'l:8', ($now - 10000) . ':' . ($now - 1000) . ':02',
-            'l:9', ($now - 7200000) . ':' . ($now - 7190000) . ':1');
+            'l:9', ($now - 7200000) . ':' . ($now - 7190000) . ':1',
+            'l:3', ($now - 1000) . ':' . ($now + 60000) . ':0',
+            'l:4', ($now - 10000) . ':' . ($now - 1000) . ':0',
+            'l:5', ($now - 1000) . ':' . ($now - 500) . ':1',
+            'l:6', ($now - 7200000) . ':' . ($now - 7190000) . ':1');
+# p6: its claim says sent, its own mark (written over the claim's) failed
+::redis_cmd('HSET', $mk, $f->('p6'), ($now - 1000) * 4 + 2);
 ::redis_cmd('HSET', "$p:u:{s$_}", "b:$t{$_}", 5) for @all;
 my $res = ::push_(to => [map { "s$_" } @all], msg_id => 'k6');
 Test::More::is(::entries($res),
                'sa6:duplicate sb6:b600:200=5 sc6:c600:200=5 sd6:duplicate '
                . 'se6:duplicate sf6:f600:200=5 sg6:0600:200=5 sh6:duplicate '
-               . 'si6:2600:200=6 sj6:3600:200=6 sk6:4600:200=6',
+               . 'si6:2600:200=6 sj6:3600:200=6 sk6:4600:200=6 '
+               . 'sl6:duplicate sm6:6600:200=5 sn6:duplicate so6:8600:200=6 sp6:9600:200=5',
                'in flight and sent: skipped; lease over and failed: sent, no badge counted; '
                . 'absent or past the window: sent and counted');
 my $st = ::mark_states($mk);
 Test::More::is(join(' ', map { $st->{$f->($_)} } @all),
-               'sending sent sent sent sending sent sent sent sent sent sent',
+               'sending sent sent sent sending sent sent sent sent sent sent '
+               . 'sending sent sent sent sent',
                'then: in flight as it was, the others marked sent');
 Test::More::is(::redis_cmd('HGET', $mk, 'n'), 10, 'one claim more');
-Test::More::like(::redis_cmd('HGET', $mk, 'l:10'), qr/^\d+:\d+:1{7}$/,
-                 'its seven devices, each sent');
+Test::More::like(::redis_cmd('HGET', $mk, 'l:10'), qr/^\d+:\d+:1$/,
+                 'its devices, all answered and sent');
+Test::More::is(scalar(grep { ::redis_cmd('HGET', $mk, $f->($_)) eq '10' } @all), 10,
+               'its ten devices, each with the claim as its mark');
 --- request
 GET /v1/users/sc6/devices
 --- response_body_like chomp
@@ -419,3 +433,87 @@ GET /v1/users/mb7/devices
 "badge":1,
 --- no_error_log eval
 [qr/\[error\](?!.*(?:ConnectionFailed|Connection refused))/, 'could not be kept']
+
+
+
+=== TEST 12: two pushes of one msg_id taking turns (APNs slow, a push read a few users at a time): the later one claims what the first has not reached, and the first then skips those; each device once, each badge once
+--- http_config
+upstream h2peer { server 127.0.0.1:$TEST_NGINX_PEER_PORT; }
+timpush_apns_upstream sandbox h2peer;
+timpush_apns_upstream production h2peer;
+timpush_apns_connections 1;
+--- init
+my $port = $ENV{TEST_NGINX_PEER_PORT};
+my $n = 320;
+my @t = Timpush::Push::register_many('tt', $n, 1001, undef, 0xc1000000);
+my @to = map { "tt$_" } 0 .. $n - 1;
+my $mkey = "$Timpush::Test::prefix:m:{turns-1}";
+# 16 streams at a time, answered once none came for 0.2 s: a push reads
+# 256 users at once (8 calls of the script), then the next ones only as its
+# notifications are answered
+my $peer = Timpush::H2Peer::start(port => $port, mode => 'normal', hold => 0.2,
+                                  max_streams => 16);
+# the connection open first (before its SETTINGS, a connection counts as
+# 100 streams): one push to another user
+Timpush::Push::register('ttw', sprintf('%064x', 0xc2000000), 1001);
+::push_(to => 'ttw');
+my $first = Timpush::Push::push_async({ %$::Text, to => \@to, msg_id => 'turns-1' });
+my $some = sub { my $c = ::count_states($mkey, 'sending'); $c > 0 && $c < $n };
+my $until = Time::HiRes::time() + ($ENV{TEST_NGINX_USE_VALGRIND} ? 30 : 5);
+Time::HiRes::sleep(0.01) until $some->() || Time::HiRes::time() > $until;
+Test::More::ok($some->(), 'the first push: some of its devices claimed, not all');
+my $res = ::push_(to => \@to, msg_id => 'turns-1');
+my ($status, $r1) = Timpush::Push::push_wait($first);
+Test::More::ok($res->{sent} > 0 && $r1->{sent} > 0,
+               "each push sent some ($r1->{sent} and $res->{sent})");
+Test::More::is($r1->{sent} + $res->{sent}, $n, "$n sent in all");
+my %req = Timpush::H2Peer::requests($peer);
+Timpush::H2Peer::stop($peer);
+Test::More::is_deeply(\%req, { map { $_ => 1 } @t, sprintf('%064x', 0xc2000000) },
+                      'APNs got each device once');
+Test::More::is(join(' ', grep { $_ ne '1' } map { ::badges($_) } @to), '',
+               'every badge counted once');
+Test::More::is(::redis_cmd('HGET', $mkey, 'o'), '',
+               'the marks are no longer the first push\'s own');
+--- request
+GET /v1/users/tt0/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log eval
+[qr/\[error\](?!.*(?:ConnectionFailed|Connection refused))/]
+
+
+
+=== TEST 13: a device is marked sent soon after its answer, not once the rest of its claim is answered: a push cut short leaves only what was in flight "being sent"
+--- http_config eval
+"limit_req_zone \$server_port zone=apns13:1m rate=20r/s;\n"
+. Timpush::Push::simulator(extra => 'limit_req zone=apns13 burst=1000000;')
+--- init
+# APNs answers 20 a second: the push's one claim (10 devices) is answered
+# over half a second
+my @t = Timpush::Push::register_many('sm', 10, 1001, undef, 0xd1000000);
+my $mkey = "$Timpush::Test::prefix:m:{soon-1}";
+my $h = Timpush::Push::push_async({ %$::Text, to => [map { "sm$_" } 0 .. 9],
+                                   msg_id => 'soon-1' });
+my ($partial, $polls, %c) = (0, 0);
+my $end = Time::HiRes::time() + ($ENV{TEST_NGINX_USE_VALGRIND} ? 60 : 10);
+while (Time::HiRes::time() < $end) {
+    %c = ();
+    $c{$_}++ for values %{ ::mark_states($mkey) };
+    $polls++;
+    $partial++ if ($c{sent} // 0) && ($c{sending} // 0);
+    last if ($c{sent} // 0) == 10;
+    Time::HiRes::sleep(0.005);
+}
+my ($status, $res) = Timpush::Push::push_wait($h);
+Test::More::is("$status $res->{sent}", '200 10', 'the push: 10 sent');
+Test::More::is(::redis_cmd('HGET', $mkey, 'n'), 1, 'in one claim');
+Test::More::ok($partial, "some marked sent while others of the claim were being sent "
+                         . "($partial of $polls looks)");
+Test::More::is($c{sent}, 10, 'in the end, all 10 sent');
+--- request
+GET /v1/users/sm0/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]

@@ -59,14 +59,9 @@ sub marks {
         $misplaced++ unless @k == 1;
         for my $k (@k) {
             $keys{$k}++;
-            my %m = @{ $cluster->cmd($node, 'HGETALL', $k) };
-            for my $f (grep { !/^(?:n|l:\d+)$/ } keys %m) {
-                my $v = $m{$f};
-                my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
-                my (undef, undef, $st) = split /:/, $m{"l:$claim"} // '';
-                $states{ { 0 => 'sending', 1 => 'sent', 2 => 'failed' }
-                         ->{ substr($st // '', $i - 1, 1) } // 'bad' }++;
-            }
+            my $st = Timpush::Push::mark_states_of(
+                         { @{ $cluster->cmd($node, 'HGETALL', $k) } });
+            $states{ $_ =~ /^bad/ ? 'bad' : $_ }++ for values %$st;
         }
     }
     return (\%keys, \%states, $misplaced // 0);

@@ -142,19 +142,37 @@ sub push_wait {
 }
 
 # The marks of a msg_id (the PUSH script in store.c): each device's field
-# "<token>:<user key>", -(claim * 2^20 + i), and each claim's
-# "l:<claim>" = "<claimed at>:<until>:<a digit per device>" (ms; 0 being
-# sent, 1 sent, 2 failed); or, as earlier versions wrote them, 4 * ms +
-# state (0 sent, 1 being sent, 2 failed).  Returns { field => 'sending' |
-# 'sent' | 'failed' }; @port: "port=N" for another Redis than the suite's.
-# (Timpush::Test, which the suites load, talks to Redis)
+# "<token>:<user key>" = its claim's number (or, while the key is one
+# push's own, the device listed in "c:<claim>"), and each claim's "l:<claim>"
+# = "<claimed at>:<until>:<0 being sent | 1 sent>" (ms); or the device's
+# own mark, 4 * ms + state (0 sent, 1 being sent, 2 failed); or, as the
+# version before wrote them, -(claim * 2^20 + i) with a digit per device
+# in "l:<claim>" (0 being sent, 1 sent, 2 failed).  Returns { field =>
+# 'sending' | 'sent' | 'failed' }; @port: "port=N" for another Redis than
+# the suite's.  (Timpush::Test, which the suites load, talks to Redis)
 sub mark_states {
     my ($mkey, @port) = @_;
-    my %m = @{ Timpush::Test::redis_cmd(@port, 'HGETALL', $mkey) || [] };
+    return mark_states_of(
+        { @{ Timpush::Test::redis_cmd(@port, 'HGETALL', $mkey) || [] } });
+}
+
+# the same, of the marks key's fields and values as a hash
+sub mark_states_of {
+    my ($m) = @_;
+    my %m = %$m;
     my %st;
-    for my $f (grep { !/^(?:n|l:\d+)$/ } keys %m) {
+    # the claims of a key still one push's own: their devices listed
+    for my $c (grep { /^c:\d+$/ } keys %m) {
+        my $claim = substr($c, 2);
+        $m{$_} //= $claim for split /\n/, $m{$c};
+    }
+    for my $f (grep { !/^(?:n|o|[lc]:\d+)$/ } keys %m) {
         my $v = $m{$f};
-        if ($v < 0) {
+        if ($v > 0 && $v < 4294967296) {
+            my (undef, undef, $states) = split /:/, $m{"l:$v"} // '';
+            my $d = substr($states // '', 0, 1);
+            $st{$f} = { 0 => 'sending', 1 => 'sent' }->{$d} // "bad($v)";
+        } elsif ($v < 0) {
             my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
             my (undef, undef, $states) = split /:/, $m{"l:$claim"} // '';
             my $d = substr($states // '', $i - 1, 1);
