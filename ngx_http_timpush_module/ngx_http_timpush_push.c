@@ -136,6 +136,7 @@ struct ngx_http_timpush_push_s {
     unsigned                            dedup:1;     /* with a msg_id */
     unsigned                            marked:1;
     unsigned                            remark:1;    /* last marks, again */
+    unsigned                            lost:1;      /* a marks write */
 };
 
 
@@ -1813,9 +1814,10 @@ ngx_http_timpush_push_mark_next(ngx_http_timpush_batch_t *batch,
 /*
  * Whether a device of the batch gets a mark of its own now: one answered
  * before the rest of its claim, and one that failed.  Once the claim is
- * answered in full, its failures are written again: an earlier write of
- * theirs may have been lost (its connection closed), and the claim's
- * "sent" would then cover them.
+ * answered in full, its failures already written are written again if a
+ * marks write of the push was lost (its connection closed): the claim's
+ * "sent" would otherwise cover them.  Not otherwise: a later push may
+ * have claimed such a device again since, and would be overwritten.
  */
 
 static ngx_uint_t
@@ -1825,7 +1827,7 @@ ngx_http_timpush_push_mark_own(ngx_http_timpush_batch_t *batch, u_char st)
         return st == '1' || st == '2';
     }
 
-    return st == '2' || st == '4';
+    return st == '2' || (st == '4' && batch->push->lost);
 }
 
 
@@ -2030,6 +2032,8 @@ ngx_http_timpush_push_marked(void *data, redisReply *reply, ngx_int_t rc)
 
     if (rc != NGX_OK) {
         /* the leases end the marks "being sent": a push then sends again */
+
+        push->lost = 1;
 
         ngx_log_error(NGX_LOG_WARN, push->log, 0,
                       "timpush: msg_id \"%V\": the outcome of its devices "

@@ -517,3 +517,45 @@ GET /v1/users/sm0/devices
 "badge":1,
 --- no_error_log
 [error]
+
+
+
+=== TEST 14: a failed device sent again by a repeat while the first push is still being answered: the first push's end does not mark it failed again over the repeat's claim, so a third push skips it
+--- http_config eval
+"limit_req_zone \$server_port zone=apns14:1m rate=20r/s;\n"
+. Timpush::Push::simulator(extra => 'limit_req zone=apns14 burst=1000000;',
+                           rules => 'timpush_apns_mock_rule fa14 400 BadExpirationDate times=1;')
+--- init
+# APNs answers 20 a second, and refuses the fa14 device once: the first
+# push's claim (10 devices) is answered over half a second, the refusal
+# first
+Timpush::Push::clear_log();
+my @t = Timpush::Push::register_many('sf', 9, 1001, undef, 0xd2000000);
+my $f = 'fa14' . ('14' x 30);
+Timpush::Push::register('sfx', $f, 1001);
+my @to = ('sfx', map { "sf$_" } 0 .. 8);
+my $mkey = "$Timpush::Test::prefix:m:{again-14}";
+my $fkey = "$f:$Timpush::Test::prefix:u:{sfx}";
+my $first = Timpush::Push::push_async({ %$::Text, to => \@to, msg_id => 'again-14' });
+my $end = Time::HiRes::time() + ($ENV{TEST_NGINX_USE_VALGRIND} ? 60 : 10);
+Time::HiRes::sleep(0.005)
+    until (::mark_states($mkey)->{$fkey} // '') eq 'failed' || Time::HiRes::time() > $end;
+my $st = ::mark_states($mkey);
+Test::More::is(scalar(grep { $_ eq 'sending' } values %$st) . ' ' . ($st->{$fkey} // '-'),
+               '9 failed', 'the first push: its refusal marked, 9 devices still out');
+my $res = ::push_(to => \@to, msg_id => 'again-14');
+Test::More::is(::entries($res), 'sfx:fa14:200=1 ' . join(' ', map { "sf$_:duplicate" } 0 .. 8),
+               'the repeat: the refused device sent, no badge counted; the others skipped');
+my ($status, $r1) = Timpush::Push::push_wait($first);
+Test::More::is("$status $r1->{sent} $r1->{failed}", '200 9 1', 'the first push: 9 sent, 1 failed');
+$res = ::push_(to => \@to, msg_id => 'again-14');
+Test::More::is("$res->{sent} $res->{skipped}", '0 10', 'a third push: every recipient skipped');
+my %got;
+$got{ substr($_->{token}, 0, 4) }++ for @{ Timpush::Push::mock_log() };
+Test::More::is($got{fa14}, 1, 'the refused device got it once, from the repeat');
+--- request
+GET /v1/users/sfx/devices
+--- response_body_like chomp
+"badge":1,
+--- no_error_log
+[error]
