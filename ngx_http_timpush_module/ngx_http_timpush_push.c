@@ -35,11 +35,6 @@
 #define NGX_HTTP_TIMPUSH_PUSH_WAIT      10      /* ms */
 #define NGX_HTTP_TIMPUSH_PUSH_MARKS     256     /* see push_mark_soon() */
 
-/* which marks push_mark() writes: see push_mark_now() */
-#define NGX_HTTP_TIMPUSH_MARK_COUNT     0       /* every PUSH_MARKS answers */
-#define NGX_HTTP_TIMPUSH_MARK_TIMER     1       /* every PUSH_WAIT ms */
-#define NGX_HTTP_TIMPUSH_MARK_LAST      2       /* the push's last */
-
 
 /* one HSET or PEXPIRE: the outcome of some claims (msg_id) */
 
@@ -96,9 +91,7 @@ typedef struct {
     int64_t                             claim;       /* msg_id: its number */
     u_char                             *states;      /* one per device */
     ngx_uint_t                          nclaimed;
-    ngx_uint_t                          left;        /* not answered */
     unsigned                            dirty:1;     /* states to write */
-    unsigned                            waited:1;    /* a timer's period */
 } ngx_http_timpush_batch_t;
 
 
@@ -136,7 +129,6 @@ struct ngx_http_timpush_push_s {
     unsigned                            dedup:1;     /* with a msg_id */
     unsigned                            marked:1;
     unsigned                            remark:1;    /* last marks, again */
-    unsigned                            lost:1;      /* a marks write */
 };
 
 
@@ -170,24 +162,9 @@ static void ngx_http_timpush_push_released(void *data,
     ngx_http_timpush_owner_t *o, ngx_int_t rc);
 static ngx_int_t ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
     ngx_http_timpush_main_conf_t *tmcf);
-static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push,
-    ngx_uint_t when);
-static ngx_uint_t ngx_http_timpush_push_mark_now(
-    ngx_http_timpush_batch_t *batch, ngx_uint_t when);
-static void ngx_http_timpush_push_mark_wait(ngx_http_timpush_push_t *push);
-static void ngx_http_timpush_push_mark_write(ngx_http_timpush_push_t *push,
-    ngx_uint_t when, ngx_uint_t n, size_t size);
-static size_t ngx_http_timpush_push_mark_size(ngx_http_timpush_push_t *push,
-    ngx_http_timpush_batch_t *batch, ngx_uint_t when, ngx_uint_t *n);
-static ngx_uint_t ngx_http_timpush_push_mark_own(
-    ngx_http_timpush_batch_t *batch, u_char st);
-static ngx_http_timpush_device_note_t *ngx_http_timpush_push_mark_next(
-    ngx_http_timpush_batch_t *batch, ngx_uint_t *i, ngx_uint_t *j);
-static u_char *ngx_http_timpush_push_mark_fill(ngx_http_timpush_push_t *push,
-    ngx_http_timpush_batch_t *batch, ngx_uint_t when, ngx_str_t *args,
-    ngx_uint_t *n, u_char *p);
+static void ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push);
 static void ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push,
-    ngx_uint_t b, ngx_uint_t e, ngx_uint_t when, ngx_str_t *args);
+    ngx_uint_t b, ngx_uint_t e, ngx_str_t *args);
 static ngx_int_t ngx_http_timpush_push_mark_send(
     ngx_http_timpush_push_t *push, ngx_str_t *args, ngx_uint_t nargs);
 static void ngx_http_timpush_push_unmarked(ngx_http_timpush_push_t *push,
@@ -873,10 +850,10 @@ ngx_http_timpush_push_read(void *data, redisReply *reply, ngx_int_t rc)
 
 /*
  * The claim of a batch (msg_id): the devices the script claimed, one
- * state each, "0" not answered yet (see push_mark_soon()), their outcome
- * written as APNs answers.  A claim this side cannot number as the script
- * did is not written: its devices stay "being sent" until the push's
- * lease is over (a push of the msg_id then sends them again).
+ * state each, "0" being sent, written back as APNs answers.  A claim this
+ * side cannot number as the script did is not written back: its devices
+ * stay "being sent" until the push's lease is over (a push of the msg_id
+ * then sends them again).
  */
 
 static void
@@ -911,7 +888,6 @@ ngx_http_timpush_push_claim(ngx_http_timpush_batch_t *batch,
 
     ngx_memset(batch->states, '0', claimed);
     batch->nclaimed = claimed;
-    batch->left = claimed;
     batch->claim = id->integer;
 }
 
@@ -1538,21 +1514,17 @@ ngx_http_timpush_push_dedup(ngx_http_timpush_push_t *push,
 /*
  * Each device the push claimed is marked sent (a 200) or failed (any other
  * outcome: a push of the msg_id again sends it, its badge not counted
- * again) in its claim's states as soon as its outcome is known, and
- * written a few answers at a time (every NGX_HTTP_TIMPUSH_PUSH_MARKS
- * answers, or after NGX_HTTP_TIMPUSH_PUSH_WAIT ms): a push cut short (its
- * worker killed) leaves only the devices still in flight "being sent",
- * and a repeat skips those that got it.
- *
- * States: '0' not answered, '1' sent, '2' failed, '3' and '4' the same
- * written in the device's own mark.
+ * again) in its claim's states as soon as its outcome is known; the
+ * states changed are written a few answers at a time (every
+ * NGX_HTTP_TIMPUSH_PUSH_MARKS answers, or after NGX_HTTP_TIMPUSH_PUSH_WAIT
+ * ms): a push cut short (its worker killed) leaves only the devices still
+ * in flight "being sent", and a repeat skips those that got it.
  */
 
 static void
 ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
     ngx_http_timpush_device_note_t *dn)
 {
-    u_char                    *st;
     ngx_http_timpush_batch_t  *batch;
 
     if (!push->dedup || dn->idx == 0) {
@@ -1565,19 +1537,13 @@ ngx_http_timpush_push_mark_soon(ngx_http_timpush_push_t *push,
         return;
     }
 
-    st = &batch->states[dn->idx - 1];
-
-    if (*st != '0') {
-        /* answered once already */
-        return;
-    }
-
-    *st = (dn->unknown || dn->note.status != NGX_HTTP_OK) ? '2' : '1';
-    batch->left--;
+    batch->states[dn->idx - 1] =
+        (dn->unknown || dn->note.status != NGX_HTTP_OK) ? '2' : '1';
     batch->dirty = 1;
 
     if (++push->unmarked == NGX_HTTP_TIMPUSH_PUSH_MARKS) {
-        ngx_http_timpush_push_mark(push, NGX_HTTP_TIMPUSH_MARK_COUNT);
+        ngx_http_timpush_push_mark(push);
+        return;
     }
 
     if (!push->markev.timer_set) {
@@ -1599,30 +1565,28 @@ ngx_http_timpush_push_mark_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_timpush_push_mark(push, NGX_HTTP_TIMPUSH_MARK_TIMER);
+    ngx_http_timpush_push_mark(push);
 }
 
 
 /*
- * The marks to write, in one HSET (not a script: Redis's own code, no
- * Lua), followed by the PEXPIRE the PUSH script gives (a key gone
- * meanwhile is not left without one).  A claim all of whose devices are
- * answered: "l:<claim>" = "<now>:<until>:1" and a mark of its own, 4 * ms
- * + 2, for each device that failed.  A claim still being answered: a
- * mark of its own for each device answered, 4 * ms + 0 sent or + 2
- * failed, when push_mark_now() says.  Claims that could not be queued
- * (Redis full, or not there) stay changed, for the next marks or the last
- * of the push.
+ * The claims whose states changed, in one HSET (not a script: Redis's own
+ * code, no Lua), "l:<claim>" = "<now>:<until>:<states>", followed by the
+ * PEXPIRE the PUSH script gives (a key gone meanwhile is not left without
+ * one).  Claims that could not be queued (Redis full, or not there) stay
+ * changed, for the next marks or the last of the push.
  */
 
 static void
-ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t when)
+ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push)
 {
     size_t                     size;
-    ngx_uint_t                 b, n;
+    ngx_int_t                  rc;
+    ngx_str_t                 *args;
+    ngx_uint_t                 b, e, n;
     ngx_http_timpush_batch_t  *batch;
 
-    if (when != NGX_HTTP_TIMPUSH_MARK_COUNT && push->markev.timer_set) {
+    if (push->markev.timer_set) {
         ngx_del_timer(&push->markev);
     }
 
@@ -1635,29 +1599,15 @@ ngx_http_timpush_push_mark(ngx_http_timpush_push_t *push, ngx_uint_t when)
         batch = &push->batches[b];
 
         if (batch->dirty) {
-            size += ngx_http_timpush_push_mark_size(push, batch, when, &n);
+            n++;
+            size += 2 + NGX_INT64_LEN + push->args[2].len + 1
+                    + push->args[3].len + 1 + batch->nclaimed;
         }
     }
 
-    if (n) {
-        ngx_http_timpush_push_mark_write(push, when, n, size);
+    if (n == 0) {
+        return;
     }
-
-    if (when == NGX_HTTP_TIMPUSH_MARK_TIMER) {
-        ngx_http_timpush_push_mark_wait(push);
-    }
-}
-
-
-/* n fields and values of size bytes in all, as push_mark_size() counts */
-
-static void
-ngx_http_timpush_push_mark_write(ngx_http_timpush_push_t *push,
-    ngx_uint_t when, ngx_uint_t n, size_t size)
-{
-    ngx_int_t   rc;
-    ngx_str_t  *args;
-    ngx_uint_t  b, e;
 
     if (push->hooks && push->hooks->flush) {
         rc = push->hooks->flush(push->hooks->ctx);
@@ -1686,200 +1636,10 @@ ngx_http_timpush_push_mark_write(ngx_http_timpush_push_t *push,
              e++)
         { /* void */ }
 
-        ngx_http_timpush_push_mark_key(push, b, e, when, args);
+        ngx_http_timpush_push_mark_key(push, b, e, args);
     }
 
     ngx_free(args);
-}
-
-
-/*
- * After the timer's marks: the claims still being answered whose devices
- * were not written now are the next time, NGX_HTTP_TIMPUSH_PUSH_WAIT ms
- * from now, however many answers come meanwhile.
- */
-
-static void
-ngx_http_timpush_push_mark_wait(ngx_http_timpush_push_t *push)
-{
-    ngx_uint_t                 b, wait;
-    ngx_http_timpush_batch_t  *batch;
-
-    wait = 0;
-
-    for (b = 0; b < push->next; b++) {
-        batch = &push->batches[b];
-
-        if (batch->dirty && batch->left && !batch->waited) {
-            batch->waited = 1;
-            wait = 1;
-        }
-    }
-
-    if (wait && !push->markev.timer_set) {
-        ngx_add_timer(&push->markev, NGX_HTTP_TIMPUSH_PUSH_WAIT);
-    }
-}
-
-
-/*
- * Whether a batch's marks are written now: a claim answered in full at
- * once; the devices answered of a claim still being answered at the
- * push's last marks, or at the timer's once the claim has waited one
- * period already (most claims are answered in full within one, and a
- * field per device would then be written for nothing).
- */
-
-static ngx_uint_t
-ngx_http_timpush_push_mark_now(ngx_http_timpush_batch_t *batch,
-    ngx_uint_t when)
-{
-    if (!batch->dirty) {
-        return 0;
-    }
-
-    if (batch->left == 0 || when == NGX_HTTP_TIMPUSH_MARK_LAST) {
-        return 1;
-    }
-
-    return when == NGX_HTTP_TIMPUSH_MARK_TIMER && batch->waited;
-}
-
-
-/* the fields a batch's marks write now (added to *n), and their bytes */
-
-static size_t
-ngx_http_timpush_push_mark_size(ngx_http_timpush_push_t *push,
-    ngx_http_timpush_batch_t *batch, ngx_uint_t when, ngx_uint_t *n)
-{
-    size_t                           size;
-    ngx_uint_t                       i, j;
-    ngx_http_timpush_device_note_t  *dn;
-
-    if (!ngx_http_timpush_push_mark_now(batch, when)) {
-        return 0;
-    }
-
-    size = 0;
-
-    if (batch->left == 0) {
-        (*n)++;
-        size += 2 + NGX_INT64_LEN + push->args[2].len + 1
-                + push->args[3].len + 2;
-    }
-
-    i = 0;
-    j = 0;
-
-    while ((dn = ngx_http_timpush_push_mark_next(batch, &i, &j))) {
-        (*n)++;
-        size += dn->note.token.len + 1 + dn->rcpt->key.len + NGX_INT64_LEN;
-    }
-
-    return size;
-}
-
-
-/*
- * The next device of the batch that gets a mark of its own now, from
- * device j of its recipient i on; NULL after the last.
- */
-
-static ngx_http_timpush_device_note_t *
-ngx_http_timpush_push_mark_next(ngx_http_timpush_batch_t *batch,
-    ngx_uint_t *i, ngx_uint_t *j)
-{
-    ngx_http_timpush_recipient_t    *rcpt;
-    ngx_http_timpush_device_note_t  *dn;
-
-    for ( /* void */ ; *i < batch->nrcpts; (*i)++, *j = 0) {
-        rcpt = batch->rcpts[*i];
-
-        while (*j < rcpt->ndevices) {
-            dn = &rcpt->devices[(*j)++];
-
-            if (dn->idx != 0 && dn->idx <= batch->nclaimed
-                && ngx_http_timpush_push_mark_own(batch,
-                                                  batch->states[dn->idx - 1]))
-            {
-                return dn;
-            }
-        }
-    }
-
-    return NULL;
-}
-
-
-/*
- * Whether a device of the batch gets a mark of its own now: one answered
- * before the rest of its claim, and one that failed.  Once the claim is
- * answered in full, its failures already written are written again if a
- * marks write of the push was lost (its connection closed): the claim's
- * "sent" would otherwise cover them.  Not otherwise: a later push may
- * have claimed such a device again since, and would be overwritten.
- */
-
-static ngx_uint_t
-ngx_http_timpush_push_mark_own(ngx_http_timpush_batch_t *batch, u_char st)
-{
-    if (batch->left) {
-        return st == '1' || st == '2';
-    }
-
-    return st == '2' || (st == '4' && batch->push->lost);
-}
-
-
-/* as mark_size() counts them: the fields and values from args[2 + 2 * n] */
-
-static u_char *
-ngx_http_timpush_push_mark_fill(ngx_http_timpush_push_t *push,
-    ngx_http_timpush_batch_t *batch, ngx_uint_t when, ngx_str_t *args,
-    ngx_uint_t *n, u_char *p)
-{
-    u_char                          *st;
-    ngx_str_t                       *a;
-    ngx_uint_t                       i, j;
-    ngx_http_timpush_device_note_t  *dn;
-
-    if (!ngx_http_timpush_push_mark_now(batch, when)) {
-        return p;
-    }
-
-    if (batch->left == 0) {
-        a = &args[2 + 2 * (*n)++];
-
-        a[0].data = p;
-        p = ngx_sprintf(p, "l:%L", batch->claim);
-        a[0].len = p - a[0].data;
-
-        a[1].data = p;
-        p = ngx_cpymem(p, push->args[2].data, push->args[2].len);
-        *p++ = ':';
-        p = ngx_cpymem(p, push->args[3].data, push->args[3].len);
-        *p++ = ':';
-        *p++ = '1';
-        a[1].len = p - a[1].data;
-    }
-
-    i = 0;
-    j = 0;
-
-    while ((dn = ngx_http_timpush_push_mark_next(batch, &i, &j))) {
-        st = &batch->states[dn->idx - 1];
-        a = &args[2 + 2 * (*n)++];
-
-        a[0].data = p;
-        p = ngx_sprintf(p, "%V:%V", &dn->note.token, &dn->rcpt->key);
-        a[0].len = p - a[0].data;
-
-        a[1].data = p;
-        p = ngx_sprintf(p, "%L", push->started * 4 + (*st == '1' ? 0 : 2));
-        a[1].len = p - a[1].data;
-    }
-
-    return p;
 }
 
 
@@ -1887,17 +1647,16 @@ ngx_http_timpush_push_mark_fill(ngx_http_timpush_push_t *push,
 
 static void
 ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push, ngx_uint_t b,
-    ngx_uint_t e, ngx_uint_t when, ngx_str_t *args)
+    ngx_uint_t e, ngx_str_t *args)
 {
     u_char                    *p;
-    ngx_uint_t                 i, k, n;
+    ngx_uint_t                 i, n;
     ngx_http_timpush_batch_t  *batch;
 
     n = 0;
 
     for (i = b; i < e; i++) {
-        (void) ngx_http_timpush_push_mark_size(push, &push->batches[i], when,
-                                               &n);
+        n += push->batches[i].dirty;
     }
 
     if (n == 0) {
@@ -1911,30 +1670,31 @@ ngx_http_timpush_push_mark_key(ngx_http_timpush_push_t *push, ngx_uint_t b,
     n = 0;
 
     for (i = b; i < e; i++) {
-        p = ngx_http_timpush_push_mark_fill(push, &push->batches[i], when,
-                                            args, &n, p);
-    }
-
-    if (ngx_http_timpush_push_mark_send(push, args, 2 + 2 * n) != NGX_OK) {
-        return;
-    }
-
-    /* queued: the states written are not written again */
-
-    for (i = b; i < e; i++) {
         batch = &push->batches[i];
 
-        if (!ngx_http_timpush_push_mark_now(batch, when)) {
+        if (!batch->dirty) {
             continue;
         }
 
-        for (k = 0; k < batch->nclaimed; k++) {
-            if (batch->states[k] == '1' || batch->states[k] == '2') {
-                batch->states[k] += 2;
-            }
-        }
+        args[2 + 2 * n].data = p;
+        p = ngx_sprintf(p, "l:%L", batch->claim);
+        args[2 + 2 * n].len = p - args[2 + 2 * n].data;
 
-        batch->dirty = 0;
+        args[3 + 2 * n].data = p;
+        p = ngx_cpymem(p, push->args[2].data, push->args[2].len);
+        *p++ = ':';
+        p = ngx_cpymem(p, push->args[3].data, push->args[3].len);
+        *p++ = ':';
+        p = ngx_cpymem(p, batch->states, batch->nclaimed);
+        args[3 + 2 * n].len = p - args[3 + 2 * n].data;
+
+        n++;
+    }
+
+    if (ngx_http_timpush_push_mark_send(push, args, 2 + 2 * n) == NGX_OK) {
+        for (i = b; i < e; i++) {
+            push->batches[i].dirty = 0;
+        }
     }
 }
 
@@ -2033,8 +1793,6 @@ ngx_http_timpush_push_marked(void *data, redisReply *reply, ngx_int_t rc)
     if (rc != NGX_OK) {
         /* the leases end the marks "being sent": a push then sends again */
 
-        push->lost = 1;
-
         ngx_log_error(NGX_LOG_WARN, push->log, 0,
                       "timpush: msg_id \"%V\": the outcome of its devices "
                       "could not be kept (%s): a push of it again skips "
@@ -2077,7 +1835,7 @@ ngx_http_timpush_push_done(ngx_http_timpush_push_t *push)
         /* the last marks, before the answer */
         push->marked = 1;
 
-        ngx_http_timpush_push_mark(push, NGX_HTTP_TIMPUSH_MARK_LAST);
+        ngx_http_timpush_push_mark(push);
 
         if (push->pending) {
             return;

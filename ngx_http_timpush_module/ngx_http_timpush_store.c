@@ -234,29 +234,29 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
      * With a msg_id (DESIGN §12) the keys are the users' hashes, then the
      * msg_id's marks, "<prefix>:m:{<msg_id>}": a hash.  Each call claims
      * the devices it sends as one claim, numbered by the hash's field "n":
-     * field "<token>:<user key>" = the claim's number, and field
-     * "l:<claim>" = "<now>:<until>:<0|1>": 0 its devices being sent until
-     * "until" (ms), 1 sent.  The caller writes a device's own mark over
-     * its claim's, 4 * ms + state (0 sent at ms, 2 failed at ms; 1, being
-     * sent until ms, as earlier versions wrote), for a device that failed
-     * or answered before the rest of its claim; then "1" once every device
-     * of the claim is answered.  A device sent, or being sent by a push
-     * still within its time, is a duplicate: d:<token> = 1, nothing
-     * counted.  Any other is claimed; its badge is counted only the first
-     * time.  Marks older than "cutoff" (ms) count as absent; the key lives
-     * "ttl" ms after its last claim.  The reply ends with the claim's
-     * number (0: none) and its count of devices.
+     * field "<token>:<user key>" = -(claim * 2^20 + i), i the device's
+     * place in the claim (from 1), and field "l:<claim>" =
+     * "<now>:<until>:0": its devices being sent until "until" (ms).  The
+     * caller rewrites the states as APNs answers, one digit per device, 0
+     * being sent, 1 sent, 2 failed (one field per batch of users, not one
+     * per device); a single digit is every device's.  A device sent, or
+     * being sent by a push still within its time, is a duplicate:
+     * d:<token> = 1, nothing counted.  Any other is claimed; its badge is
+     * counted only the first time.  Marks older than "cutoff" (ms) count
+     * as absent; the key lives "ttl" ms after its last claim.  The reply
+     * ends with the claim's number (0: none) and its count of devices.
      *
      * Field "o" is the push that made the key ("owner", unique per push):
      * while every claim in it is that push's own, its devices cannot have
      * marks yet, and its calls claim them without looking, as one field
-     * "c:<claim>" = "<token>:<user key>\n..." instead of a field per device
-     * (the cost of a msg_id, DESIGN §12).  Any other push, or a key without
-     * "o" (an earlier version's), first turns those lists into a field per
-     * device (a device with a mark of its own keeps it), then sets "o" to
-     * "": from then on every call looks.  Marks of the version before,
-     * -(claim * 2^20 + i) with "l:<claim>" holding one digit per device (i
-     * its place), are read too.
+     * "c:<claim>" = "<token>:<user key>\n..." in their places instead of
+     * a field per device (the cost of a msg_id, DESIGN §12).  Any other
+     * push, or a key without "o" (an earlier version's), first turns those
+     * lists into a field per device (a device with a mark of its own
+     * keeps it), then sets "o" to "": from then on every call looks.
+     * Marks of earlier versions are read too: a device's own mark, 4 * ms
+     * + state (0 sent at ms, 1 being sent until ms, 2 failed at ms), and
+     * a claim's number alone (its "l:" one digit for all).
      */
     ngx_string(
     "local inc, res, msg = ARGV[1] == '1', {}, ARGV[2]\n"
@@ -279,7 +279,7 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "      local ls = redis.call('HMGET', m, unpack(cs))\n"
     "      for q = 1, #cs do\n"
     "        if ls[q] then\n"
-    "          local fs, cid = {}, string.sub(cs[q], 3)\n"
+    "          local fs, base = {}, tonumber(string.sub(cs[q], 3)) * 1048576\n"
     "          for f in string.gmatch(ls[q], '[^\\n]+') do\n"
     "            fs[#fs + 1] = f\n"
     "          end\n"
@@ -289,7 +289,7 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "            local add = {}\n"
     "            for x = a, b do\n"
     "              if not cur[x - a + 1] then\n"
-    "                add[#add + 1], add[#add + 2] = fs[x], cid\n"
+    "                add[#add + 1], add[#add + 2] = fs[x], -(base + x)\n"
     "              end\n"
     "            end\n"
     "            if #add > 0 then\n"
@@ -417,6 +417,9 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "      local rec = recs[c]\n"
     "      cnt = false\n"
     "      if rec then\n"
+    "        if #rec[3] == rec[4] + 1 then\n"
+    "          pos = 1\n"
+    "        end\n"
     "        local ch = string.byte(rec[3], rec[4] + pos)\n"
     "        if rec[1] < cutoff then\n"
     "          cnt = inc\n"
@@ -446,14 +449,14 @@ static ngx_str_t  ngx_http_timpush_scripts[] = {
     "  end\n"
     "  if ncl > 0 then\n"
     "    id = redis.call('HINCRBY', m, 'n', 1)\n"
-    "    local v = tostring(id)\n"
+    "    local base = id * 1048576\n"
     "    for c = 1, ncl, 1000 do\n"
     "      local add, a = {}, 0\n"
     "      for k = c, math.min(c + 999, ncl) do\n"
-    "        add[a + 1], add[a + 2], a = mb[cl[k]], v, a + 2\n"
+    "        add[a + 1], add[a + 2], a = mb[cl[k]], -(base + k), a + 2\n"
     "      end\n"
     "      if c + 1000 > ncl then\n"
-    "        add[a + 1] = 'l:' .. v\n"
+    "        add[a + 1] = 'l:' .. id\n"
     "        add[a + 2] = ARGV[3] .. ':' .. ARGV[4] .. ':0'\n"
     "      end\n"
     "      redis.call('HSET', m, unpack(add))\n"

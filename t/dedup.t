@@ -232,7 +232,7 @@ GET /v1/users/m5/devices
 
 
 
-=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent, absent, past the window; as this version writes them (claims, devices' own marks), as the one before did (a digit per device) and as earlier ones did
+=== TEST 6: the marks: being sent (within its lease, or past it), failed, sent, absent, past the window; as this version writes them (a digit per device in its claim's, or one for all), as the one before did (the claim's number, devices' own marks) and as earlier ones did
 --- http_config
 timpush_dedup_window 1h;
 --- init
@@ -251,15 +251,15 @@ my %mark = (a6 => ($now + 60000) * 4 + 1,    # being sent, lease ahead
             c6 => ($now - 1000) * 4 + 2,     # failed
             d6 => ($now - 1000) * 4,         # sent
             k6 => ($now - 7200000) * 4);     # sent, before the window
-# the version before: claim 7 (lease ahead) and 8 (lease over), 9 (before
-# the window); each device its place in its claim
+# this version: claim 7 (lease ahead) and 8 (lease over), 9 (before the
+# window); each device its place in its claim
 %mark = (%mark, e6 => -(7 * 1048576 + 1),    # being sent, lease ahead
                 f6 => -(8 * 1048576 + 1),    # being sent, lease over
                 g6 => -(8 * 1048576 + 2),    # failed
                 h6 => -(7 * 1048576 + 3),    # sent
                 i6 => -(9 * 1048576 + 1));   # sent, before the window
-# this version: the claim's number, the claim being sent (3: lease ahead,
-# 4: lease over), sent (5), or sent before the window (6)
+# the version before: the claim's number, the claim being sent (3: lease
+# ahead, 4: lease over), sent (5), or sent before the window (6)
 %mark = (%mark, l6 => 3, m6 => 4, n6 => 5, o6 => 6, p6 => 5);
 ::redis_cmd('HSET', $mk, $f->($_), $mark{$_}) for keys %mark;
 ::redis_cmd('HSET', $mk, 'n', 9, 'l:7', ($now - 1000) . ':' . ($now + 60000) . ':021',
@@ -286,10 +286,12 @@ Test::More::is(join(' ', map { $st->{$f->($_)} } @all),
                . 'sending sent sent sent sent',
                'then: in flight as it was, the others marked sent');
 Test::More::is(::redis_cmd('HGET', $mk, 'n'), 10, 'one claim more');
-Test::More::like(::redis_cmd('HGET', $mk, 'l:10'), qr/^\d+:\d+:1$/,
-                 'its devices, all answered and sent');
-Test::More::is(scalar(grep { ::redis_cmd('HGET', $mk, $f->($_)) eq '10' } @all), 10,
-               'its ten devices, each with the claim as its mark');
+Test::More::like(::redis_cmd('HGET', $mk, 'l:10'), qr/^\d+:\d+:1{10}$/,
+                 'its devices, all answered and sent: a digit each');
+Test::More::is(join(' ', sort { $a <=> $b } grep { $_ < -10 * 1048576 && $_ > -11 * 1048576 }
+                         map { ::redis_cmd('HGET', $mk, $f->($_)) } @all),
+               join(' ', map { -(10 * 1048576 + $_) } reverse 1 .. 10),
+               'its ten devices, each with the claim and its place in it as its mark');
 --- request
 GET /v1/users/sc6/devices
 --- response_body_like chomp
@@ -559,5 +561,48 @@ Test::More::is($got{fa14}, 1, 'the refused device got it once, from the repeat')
 GET /v1/users/sfx/devices
 --- response_body_like chomp
 "badge":1,
+--- no_error_log
+[error]
+
+
+
+=== TEST 15: the claim lists of a push still the key's own, as this version and the one before wrote them: another push turns them into a device's place in its claim (a digit each, or one for all), and keeps a device's own mark
+--- http_config
+timpush_dedup_window 1h;
+--- init
+my $p = $Timpush::Test::prefix;
+my @all = map { "q$_" } 1 .. 6;
+my %t = map { $all[$_ - 1] => sprintf('%02x%062x', 0xe0 + $_, 15) } 1 .. 6;
+Timpush::Push::register("s$_", $t{$_}, 1001) for @all;
+::redis_cmd('HSET', "$p:u:{s$_}", "b:$t{$_}", 5) for @all;
+my $now = int(Time::HiRes::time() * 1000);
+my $mk = "$p:m:{k15}";
+my $f = sub { "$t{$_[0]}:$p:u:{s$_[0]}" };
+# a push that is not this one owns the key; claim 1 (the version before):
+# one digit for all, "sent", and q2's own mark "failed" over it; claim 2
+# (this version): q4 sent, q5 failed, q6 being sent (lease ahead)
+::redis_cmd('HSET', $mk, 'o', 'another.1.2.3.4', 'n', 2,
+            'c:1', join("\n", map { $f->($_) } qw(q1 q2 q3)) . "\n",
+            'l:1', ($now - 1000) . ':' . ($now + 60000) . ':1',
+            $f->('q2'), ($now - 1000) * 4 + 2,
+            'c:2', join("\n", map { $f->($_) } qw(q4 q5 q6)) . "\n",
+            'l:2', ($now - 1000) . ':' . ($now + 60000) . ':120');
+my $res = ::push_(to => [map { "s$_" } @all], msg_id => 'k15');
+Test::More::is(::entries($res),
+               'sq1:duplicate sq2:e200:200=5 sq3:duplicate '
+               . 'sq4:duplicate sq5:e500:200=5 sq6:duplicate',
+               'sent and being sent: skipped; failed: sent again, its badge not counted again');
+my $st = ::mark_states($mk);
+Test::More::is(join(' ', map { $st->{$f->($_)} } @all), 'sent sent sent sent sent sending',
+               'then: the one being sent as it was, the others sent');
+Test::More::is(join(' ', grep { /^[co]:|^o$/ } sort keys %{ { @{ ::redis_cmd('HGETALL', $mk) } } }),
+               'o', 'the lists are gone; "o" is kept');
+Test::More::is(::redis_cmd('HGET', $mk, 'o'), '', 'and says: no push owns the key now');
+Test::More::is(::redis_cmd('HGET', $mk, $f->('q6')), -(2 * 1048576 + 3),
+               'q6: its claim (2) and its place in it (3)');
+--- request
+GET /v1/users/sq2/devices
+--- response_body_like chomp
+"badge":5,
 --- no_error_log
 [error]

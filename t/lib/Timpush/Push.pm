@@ -142,14 +142,15 @@ sub push_wait {
 }
 
 # The marks of a msg_id (the PUSH script in store.c): each device's field
-# "<token>:<user key>" = its claim's number (or, while the key is one
-# push's own, the device listed in "c:<claim>"), and each claim's "l:<claim>"
-# = "<claimed at>:<until>:<0 being sent | 1 sent>" (ms); or the device's
-# own mark, 4 * ms + state (0 sent, 1 being sent, 2 failed); or, as the
-# version before wrote them, -(claim * 2^20 + i) with a digit per device
-# in "l:<claim>" (0 being sent, 1 sent, 2 failed).  Returns { field =>
-# 'sending' | 'sent' | 'failed' }; @port: "port=N" for another Redis than
-# the suite's.  (Timpush::Test, which the suites load, talks to Redis)
+# "<token>:<user key>" = -(claim * 2^20 + i), i its place in the claim (or,
+# while the key is one push's own, the device listed i-th in "c:<claim>"),
+# and each claim's "l:<claim>" = "<claimed at>:<until>:<states>" (ms): a
+# digit per device, or one for all of them (0 being sent, 1 sent, 2
+# failed).  Read too, as earlier versions wrote them: the claim's number
+# alone, and the device's own mark, 4 * ms + state (0 sent, 1 being sent,
+# 2 failed).  Returns { field => 'sending' | 'sent' | 'failed' }; @port:
+# "port=N" for another Redis than the suite's.  (Timpush::Test, which the
+# suites load, talks to Redis)
 sub mark_states {
     my ($mkey, @port) = @_;
     return mark_states_of(
@@ -163,8 +164,11 @@ sub mark_states_of {
     my %st;
     # the claims of a key still one push's own: their devices listed
     for my $c (grep { /^c:\d+$/ } keys %m) {
-        my $claim = substr($c, 2);
-        $m{$_} //= $claim for split /\n/, $m{$c};
+        my ($claim, $x) = (substr($c, 2), 0);
+        for (split /\n/, $m{$c}) {
+            $x++;
+            $m{$_} //= -($claim * 1048576 + $x);
+        }
     }
     for my $f (grep { !/^(?:n|o|[lc]:\d+)$/ } keys %m) {
         my $v = $m{$f};
@@ -175,6 +179,7 @@ sub mark_states_of {
         } elsif ($v < 0) {
             my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
             my (undef, undef, $states) = split /:/, $m{"l:$claim"} // '';
+            $i = 1 if length($states // '') == 1;
             my $d = substr($states // '', $i - 1, 1);
             $st{$f} = { 0 => 'sending', 1 => 'sent', 2 => 'failed' }->{$d} // "bad($v)";
         } else {
