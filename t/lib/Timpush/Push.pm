@@ -172,12 +172,9 @@ sub mark_states_of {
     }
     for my $f (grep { !/^(?:n|o|[lc]:\d+)$/ } keys %m) {
         my $v = $m{$f};
-        if ($v > 0 && $v < 4294967296) {
-            my (undef, undef, $states) = split /:/, $m{"l:$v"} // '';
-            my $d = substr($states // '', 0, 1);
-            $st{$f} = { 0 => 'sending', 1 => 'sent' }->{$d} // "bad($v)";
-        } elsif ($v < 0) {
-            my ($claim, $i) = (int(-$v / 1048576), -$v % 1048576);
+        if ($v < 0 || ($v > 0 && $v < 4294967296)) {
+            # its claim and place, or the claim's number alone
+            my ($claim, $i) = $v < 0 ? (int(-$v / 1048576), -$v % 1048576) : ($v, 1);
             my (undef, undef, $states) = split /:/, $m{"l:$claim"} // '';
             $i = 1 if length($states // '') == 1;
             my $d = substr($states // '', $i - 1, 1);
