@@ -144,6 +144,16 @@ fi
 echo "run.sh: redis on $redis_port, nginx on $server_port," \
      "runner: ${TEST_NGINX_REAL:-t/lib}${TEST_NGINX_USE_VALGRIND:+, valgrind}"
 # -r only descends into directory arguments (t/unit), never into t/lib.
-prove -r "$@"
-status=$?
+# What prove prints is kept too: on a failure, every failed test's
+# diagnostics are printed again at the end, where a CI log that keeps only
+# its tail still shows them.
+prove -r "$@" 2>&1 | tee "$tmp/prove.log"
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+    echo "run.sh: the failures again, with what they printed:"
+    awk '/^[[:space:]]*not ok / { print; next }
+         /^# +Failed test/ { f = 1 }
+         f && /^#/ { print; next }
+         { f = 0 }' "$tmp/prove.log" | tail -n 400
+fi
 exit $status

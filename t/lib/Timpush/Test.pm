@@ -25,6 +25,9 @@ our $prefix;
 
 my $seq = 0;
 
+# the ports free_port() handed out
+my %handed_out;
+
 # the port of the APNs simulator a block may run (see t/push*.t)
 $ENV{TEST_NGINX_APNS_PORT} ||= free_port();
 
@@ -108,7 +111,9 @@ CONF
 });
 
 # A TCP port nobody listens on now, below the ephemeral range, so that no
-# outgoing connection can take it as its local port in the meantime.
+# outgoing connection can take it as its local port in the meantime.  Never
+# one this process handed out already, nor the port of the nginx under test
+# (t/run.sh chose it, but nginx listens on it only while a block runs).
 sub free_port {
     my $lo = 32768;
     if (open my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
@@ -116,10 +121,13 @@ sub free_port {
     }
     for (1 .. 1000) {
         my $port = 10000 + int rand($lo - 10000);
+        next if $handed_out{$port}
+                || $port == ($ENV{TEST_NGINX_SERVER_PORT} // 0);
         my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                       LocalPort => $port, Listen => 1,
                                       ReuseAddr => 1) or next;
         close $s;
+        $handed_out{$port} = 1;
         return $port;
     }
     die "free_port: no free port";
